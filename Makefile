@@ -1,0 +1,30 @@
+# `make demo` and `make test` create .venv and install repinv into it when needed, then run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test test-quick install clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(INSTALLED)
+
+install: $(INSTALLED)
+
+# Train HOG on scikit-image's bundled photos for 4 minutes, then score held-out photos.
+demo: $(INSTALLED)
+	rm -rf runs/demo
+	$(BIN)/repinv train --recipe demo --out runs/demo
+	$(BIN)/repinv evaluate --checkpoint runs/demo --data builtin:test --grid runs/demo/held-out.png
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest
+
+test-quick: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,163 @@
+"""Run directories: self-describing checkpoints in safetensors and JSON, written atomically.
+
+A run directory holds:
+
+* ``decoder.safetensors`` — decoder weights; its metadata key ``repinv`` is one JSON string describing the run
+  (version, representation name and options, decoder name and config, image and output size, training config,
+  step, metrics), so the file alone rebuilds the model;
+* ``encoder.safetensors`` — representation weights, when they are not reproducible by name;
+* ``mean_image.safetensors`` — the mean training image, the baseline evaluation prints beside the decoder;
+* ``state.safetensors`` + ``state.json`` — what ``--resume`` continues from: model and optimizer tensors and RNG
+  states in one file whose metadata holds step and data position (so a kill can never pair tensors of one step
+  with counters of another); ``state.json`` is a readable copy;
+* ``metrics.jsonl``, ``samples/step-N.png``, ``best/`` (the best validation checkpoint, same layout).
+
+Nothing here is a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor, nn
+
+from .errors import CheckpointError
+
+__all__ = [
+    "METADATA_KEY",
+    "atomic_write",
+    "save_tensors",
+    "read_metadata",
+    "load_tensors",
+    "load_into",
+    "optimizer_to_tensors",
+    "optimizer_from_tensors",
+]
+
+METADATA_KEY = "repinv"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a file through a temporary sibling, then rename it into place.
+
+    Args:
+        path: the final path.
+        write: called with the temporary path; must create the file there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically."""
+    atomic_write(path, lambda p: p.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n"))
+
+
+def save_tensors(path: Path, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any] | None = None) -> None:
+    """Save tensors to a safetensors file atomically, with ``metadata`` as one JSON string under ``repinv``."""
+    prepared = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata is not None else None
+    atomic_write(path, lambda p: save_file(prepared, str(p), metadata=header))
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """The ``repinv`` metadata of a safetensors file.
+
+    Raises:
+        CheckpointError: the file is missing, not safetensors, or has no repinv metadata.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: is this a repinv run directory?")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path} has no repinv metadata: it was not written by repinv")
+    return json.loads(header[METADATA_KEY])
+
+
+def load_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """Load every tensor of a safetensors file (raises :class:`CheckpointError` when unreadable)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def load_into(module: nn.Module, tensors: Mapping[str, Tensor], what: str) -> None:
+    """Load a state dict, refusing any difference with a message that names it.
+
+    Args:
+        module: the freshly built module.
+        tensors: the saved state dict.
+        what: how to name the module in the error (e.g. ``"decoder in runs/hog"``).
+
+    Raises:
+        CheckpointError: missing keys, unexpected keys or shape differences.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    shapes = [f"{k}: saved {tuple(tensors[k].shape)}, built {tuple(v.shape)}" for k, v in expected.items()
+              if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"unexpected {', '.join(unexpected[:5])}" + (" …" if len(unexpected) > 5 else ""))
+    if shapes:
+        problems.append("shape mismatch " + "; ".join(shapes[:3]) + (" …" if len(shapes) > 3 else ""))
+    if problems:
+        raise CheckpointError(f"the {what} does not match the architecture rebuilt from its metadata: "
+                              + " | ".join(problems))
+    module.load_state_dict(dict(tensors))
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str = "optimizer.") -> tuple[
+        dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer's state dict into tensors and a JSON-able remainder (no pickles)."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[str, Tensor], saved: dict[str, Any],
+                           prefix: str = "optimizer.") -> None:
+    """Restore an optimizer from :func:`optimizer_to_tensors`'s output."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        if name.startswith(prefix):
+            index, key = name[len(prefix):].split(".", 1)
+            state.setdefault(int(index), {})[key] = tensor
+    for index, values in saved["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+    except (ValueError, KeyError) as error:
+        raise CheckpointError(f"the optimizer state does not match this run's parameters ({error})") from None

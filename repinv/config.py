@@ -1,0 +1,189 @@
+"""Training configuration and recipes.
+
+:class:`TrainConfig` holds every setting of a training run, with the paper's values as defaults. A recipe is a
+small TOML file that overrides some of them (one comment per value); it is read as data, never executed.
+Recipes ship inside the package (``--recipe hog-64``) or are given by path (``--recipe my.toml``). Command-line
+flags override the recipe, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidOption
+
+__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (stored in every checkpoint)."""
+
+    rep: str = "hog"  # representation name, family[:variant]
+    rep_options: dict[str, Any] = field(default_factory=dict)  # options passed to the representation's factory
+    decoder: str | None = None  # decoder architecture; None picks conv for maps, fc for vectors
+    decoder_options: dict[str, Any] = field(default_factory=dict)  # options passed to the decoder builder
+    width: float = 1.0  # scales every decoder channel count (1.0 = the paper's size)
+    data: list[str] = field(default_factory=lambda: ["builtin"])  # training sources: folders, tar globs, builtin
+    val_data: list[str] = field(default_factory=list)  # validation sources; empty = no validation
+    image_size: int = 64  # side of the square training crops, in pixels
+    output_size: int | None = None  # side of the decoder's output; None = image_size
+    scale: tuple[float, float] = (1.0, 1.0)  # random up-scaling range before cropping (data augmentation)
+    steps: int | None = None  # optimizer steps; None = from epochs, or 20,000 when both are None
+    epochs: float | None = None  # passes over the training data, used when steps is None
+    batch_size: int = 64  # images per optimizer step (global, over all processes)
+    lr: float = 1e-3  # Adam's learning rate (the paper's)
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1, beta2 (the paper's)
+    weight_decay: float = 0.0  # L2 penalty on decoder weights (the paper uses none)
+    schedule: str = "paper"  # "paper" halves the rate at 50/75/90% of training; "constant"; "cosine"
+    finetune_encoder: bool = False  # train the representation with the decoder (autoencoder mode)
+    workers: int = 2  # data-loader worker processes (0 = load in the training process)
+    seed: int = 0  # seeds weights, data order and augmentation
+    device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
+    time_budget: float | None = None  # stop cleanly after this many seconds of training, with a checkpoint
+    log_every: int = 50  # steps between lines of metrics.jsonl
+    sample_every: int = 500  # steps between reconstruction grids in samples/
+    checkpoint_every: int = 500  # steps between checkpoints (also at most checkpoint_seconds apart)
+    checkpoint_seconds: float = 120.0  # longest time between checkpoints, so a killed run loses little
+    val_every: int = 500  # steps between validations (when val_data is given)
+    val_images: int = 512  # at most this many validation images per validation
+
+    def total_steps(self, dataset_size: int) -> int:
+        """The number of optimizer steps this run takes on a data set of ``dataset_size`` images."""
+        if self.steps is not None:
+            return self.steps
+        if self.epochs is not None:
+            return max(1, round(self.epochs * dataset_size / self.batch_size))
+        return 20_000
+
+    def validate(self) -> "TrainConfig":
+        """Check value ranges; raise :class:`InvalidOption` with a clear message. Returns ``self``."""
+        checks = [
+            (self.image_size >= 8, "image_size must be at least 8"),
+            (self.output_size is None or self.output_size >= 4, "output_size must be at least 4"),
+            (self.steps is None or self.steps >= 1, "steps must be at least 1"),
+            (self.epochs is None or self.epochs > 0, "epochs must be positive"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (self.width > 0, "width must be positive"),
+            (self.workers >= 0, "workers must be 0 or more"),
+            (self.schedule in ("paper", "constant", "cosine"), "schedule must be paper, constant or cosine"),
+            (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),
+            (len(self.data) > 0, "at least one data source is needed"),
+            (min(self.log_every, self.sample_every, self.checkpoint_every, self.val_every) >= 1,
+             "log_every, sample_every, checkpoint_every and val_every must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidOption(message)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able copy (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a recipe/CLI value to the field's type, or raise InvalidOption naming the field."""
+    default = getattr(TrainConfig(), name)
+    kind = _FIELDS[name].type
+    try:
+        if value is None:
+            if "None" not in str(kind):
+                raise TypeError
+            return None
+        if isinstance(default, bool) or kind == "bool":
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, tuple):
+            if len(value) != len(default) or isinstance(value, str):
+                raise TypeError
+            return tuple(float(v) for v in value)
+        if isinstance(default, list) or kind.startswith("list"):
+            return [value] if isinstance(value, str) else [str(v) for v in value]
+        if isinstance(default, dict):
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+        if "int" in kind and "float" not in kind:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if "float" in kind:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError
+        return value
+    except (TypeError, ValueError):
+        raise InvalidOption(f"setting {name!r} expects {kind}, got {value!r}") from None
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes that ship with repinv (usable as ``--recipe NAME``)."""
+    return sorted(p.name[:-5] for p in resources.files("repinv.recipes").iterdir() if p.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    """Read a recipe's overrides.
+
+    Args:
+        name_or_path: a shipped recipe's name (``"hog-64"``) or a path to a TOML file.
+
+    Returns:
+        The overrides, validated against :class:`TrainConfig`'s fields and types.
+
+    Raises:
+        InvalidOption: unknown recipe, unreadable TOML, unknown setting or bad value.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise InvalidOption(f"recipe file {name_or_path!r} not found")
+        text = path.read_text()
+    else:
+        shipped = resources.files("repinv.recipes") / f"{name_or_path}.toml"
+        if not shipped.is_file():
+            raise InvalidOption(f"unknown recipe {name_or_path!r}; shipped recipes: {', '.join(list_recipes())} "
+                                "(or give a path to a .toml file)")
+        text = shipped.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidOption(f"recipe {name_or_path!r} is not valid TOML: {error}") from None
+    return _check_overrides(raw, f"recipe {name_or_path!r}")
+
+
+def _check_overrides(overrides: dict[str, Any], source: str) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(_FIELDS))
+    if unknown:
+        raise InvalidOption(f"{source} has unknown setting(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(_FIELDS)}")
+    return {name: _coerce(name, value) for name, value in overrides.items()}
+
+
+def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
+    """Build a validated config: defaults, then the recipe, then ``overrides`` (``None`` values are ignored).
+
+    Args:
+        recipe: a recipe name or path, or ``None``.
+        **overrides: settings by field name, e.g. ``steps=100`` (typically from command-line flags).
+
+    Returns:
+        The config.
+    """
+    values = load_recipe(recipe) if recipe else {}
+    given = {k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (dict, list, tuple))
+                                                                           and len(v) == 0)}
+    values.update(_check_overrides(given, "settings"))
+    return TrainConfig(**values).validate()

@@ -1,0 +1,57 @@
+"""Evaluation of a trained inverter on a test set, beside the mean-image baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from .data import ImageDataset
+from .inverter import Inverter
+from .metrics import ErrorScale, MethodScores
+from .progress import progress_bar
+
+__all__ = ["evaluate"]
+
+
+@torch.no_grad()
+def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int = 64, limit: int | None = None,
+             workers: int = 0, show_progress: bool = False, seed: int = 0) -> dict[str, Any]:
+    """Score an inverter on test images (resized and centre-cropped to its image size).
+
+    Args:
+        inverter: the trained inverter (see :func:`repinv.load`).
+        data: test sources (folders, tar globs, ``builtin:test``).
+        batch_size: images per batch.
+        limit: evaluate at most this many images (the first ones, in the data set's order).
+        workers: data-loader worker processes.
+        show_progress: show a progress bar.
+        seed: seeds the reference sample of the pairwise normalizers.
+
+    Returns:
+        ``{"images": n, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the metrics
+        ``normalized_error``, ``psnr``, ``ssim`` and (decoder only) ``feature_error``; ``mean_image`` is omitted
+        when the run has no mean image.
+    """
+    dataset = ImageDataset(data, inverter.image_size, train=False, seed=seed)
+    if limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        pin_memory=inverter.device.type == "cuda")
+    scale, decoder, mean = ErrorScale(seed=seed), MethodScores(), MethodScores()
+    with progress_bar("evaluating", total=len(dataset), enabled=show_progress) as advance:
+        for images in loader:
+            images = images.to(inverter.device, non_blocking=True)
+            features = inverter.features(images)
+            reconstructions = inverter.decode(features)
+            scale.add(images, features)
+            decoder.add(images, reconstructions, features, inverter.features(reconstructions.clamp(0, 1)))
+            if inverter.mean_image is not None:
+                mean.add(images, inverter.mean_image.expand_as(images))
+            advance(images.shape[0])
+    result: dict[str, Any] = {"images": len(dataset), "decoder": scale.summarize(decoder)}
+    if inverter.mean_image is not None:
+        result["mean_image"] = scale.summarize(mean)
+    return result

@@ -1,0 +1,88 @@
+"""Plugin hook specifications.
+
+A plugin is a module (found through the ``repinv`` entry-point group) with functions decorated by
+:data:`hookimpl` and named like the hooks below. Each hook receives a ``register`` callback; it calls it once per
+thing it adds and returns nothing.
+
+Example:
+    >>> from repinv import hookimpl
+    >>> @hookimpl
+    ... def register_representations(register):
+    ...     register("myrep", make_myrep, description="my features")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import pluggy
+from torch import Tensor, nn
+
+from .representation import FeatureSpec, Representation
+
+__all__ = [
+    "PROJECT",
+    "hookspec",
+    "hookimpl",
+    "RepresentationFactory",
+    "DecoderBuilder",
+    "Perturbation",
+    "register_representations",
+    "register_decoders",
+    "register_perturbations",
+]
+
+PROJECT = "repinv"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class RepresentationFactory(Protocol):
+    """``factory(variant, **options) -> Representation``; raises ``UnknownVariant`` for an unknown variant."""
+
+    def __call__(self, variant: str | None, **options: Any) -> Representation: ...
+
+
+class DecoderBuilder(Protocol):
+    """``builder(spec, output_size, **options) -> nn.Module`` whose ``config()`` rebuilds it."""
+
+    def __call__(self, spec: FeatureSpec, output_size: tuple[int, int], **options: Any) -> nn.Module: ...
+
+
+class Perturbation(Protocol):
+    """``fn(features, arg, *, generator) -> features``, applied to each sample of a batch independently."""
+
+    def __call__(self, features: Tensor, arg: str | None, *, generator: Any) -> Tensor: ...
+
+
+@hookspec
+def register_representations(register: Callable[..., None]) -> None:
+    """Register representation families.
+
+    Args:
+        register: ``register(family, factory, *, description="", variants=None)``. ``factory(variant, **options)``
+            returns a :class:`~repinv.Representation`; ``variants()`` (optional) returns the variant names
+            ``repinv reps FAMILY`` lists.
+    """
+
+
+@hookspec
+def register_decoders(register: Callable[..., None]) -> None:
+    """Register decoder architectures.
+
+    Args:
+        register: ``register(name, builder, *, description="")``; ``builder(spec, output_size, **options)``
+            returns an ``nn.Module`` mapping features to ``(B, 3, *output_size)`` images, with a ``config()``
+            method whose result (JSON) rebuilds it.
+    """
+
+
+@hookspec
+def register_perturbations(register: Callable[..., None]) -> None:
+    """Register feature perturbations for ``repinv analyze``.
+
+    Args:
+        register: ``register(name, fn, *, description="")``; ``fn(features, arg, *, generator)`` perturbs one
+            sample's features (``arg`` is the text after ``NAME:``, or ``None``).
+    """

@@ -1,0 +1,174 @@
+"""Reconstruction metrics on one scale for every method.
+
+* normalized reconstruction error (the paper's): mean over test images of ``‖x − x̂‖₂ / N``, where ``N`` is the
+  mean Euclidean distance between pairs of test images;
+* PSNR and SSIM (Gaussian window 11, σ 1.5, the constants of Wang et al. 2004, mean over RGB channels);
+* feature-space error ``‖Φ(x̂) − Φ(x)‖² / mean pairwise ‖Φ(x_i) − Φ(x_j)‖²`` (Mahendran & Vedaldi's scale).
+
+Reconstructions are clamped to [0, 1] before any metric: they are images, and a decoder must not score better by
+predicting values no photo has. The pairwise normalizers use every pair of a seeded uniform reservoir of up to
+``reference_size`` test images (all of them when the test set is smaller), so memory stays bounded on large sets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .representation import check_shape
+
+__all__ = ["psnr", "ssim", "mean_pairwise_distance", "Reservoir", "MethodScores", "ErrorScale"]
+
+
+def psnr(images: Tensor, reconstructions: Tensor) -> Tensor:
+    """Peak signal-to-noise ratio per image, for values in [0, 1].
+
+    Shape:
+        images, reconstructions: ``(B, C, H, W)``; returns ``(B,)`` in dB (capped at 100 for identical images).
+    """
+    check_shape(reconstructions, tuple(images.shape), "reconstructions")
+    mse = (images - reconstructions).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).clamp_max(100.0)
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
+    kernel = torch.exp(-coords.pow(2) / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def ssim(images: Tensor, reconstructions: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
+    """Structural similarity per image (Wang et al. 2004), data range 1, averaged over channels.
+
+    Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)``: statistics over valid windows only (no padding).
+
+    Shape:
+        images, reconstructions: ``(B, C, H, W)`` with ``H, W >= window``; returns ``(B,)``.
+    """
+    check_shape(reconstructions, tuple(images.shape), "reconstructions")
+    channels = images.shape[1]
+    g = _gaussian_window(window, sigma, images.device, images.dtype)
+    kernel_h = g.view(1, 1, window, 1).expand(channels, 1, window, 1)
+    kernel_w = g.view(1, 1, 1, window).expand(channels, 1, 1, window)
+
+    def blur(t: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_w, groups=channels)
+
+    mu_x, mu_y = blur(images), blur(reconstructions)
+    var_x = blur(images * images) - mu_x**2
+    var_y = blur(reconstructions * reconstructions) - mu_y**2
+    cov = blur(images * reconstructions) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return score.flatten(1).mean(1)
+
+
+def mean_pairwise_distance(samples: Tensor, squared: bool = False, chunk: int = 256) -> float:
+    """Mean Euclidean distance (or squared distance) over all pairs ``i < j`` of rows.
+
+    Shape:
+        samples: ``(n, ...)`` with ``n >= 2``; flattened per row.
+    """
+    flat = samples.flatten(1).float()
+    n = flat.shape[0]
+    if n < 2:
+        raise ValueError("the mean pairwise distance needs at least two samples")
+    total = 0.0
+    for start in range(0, n, chunk):
+        block = torch.cdist(flat[start:start + chunk], flat)
+        block = block.pow(2) if squared else block
+        rows = torch.arange(start, start + block.shape[0], device=block.device).unsqueeze(1)
+        upper = torch.arange(n, device=block.device).unsqueeze(0) > rows
+        total += block[upper].double().sum().item()
+    return total / (n * (n - 1) / 2)
+
+
+class Reservoir:
+    """A seeded uniform sample of at most ``capacity`` items from a stream (Vitter's algorithm R)."""
+
+    def __init__(self, capacity: int, seed: int = 0) -> None:
+        self.capacity = capacity
+        self.seen = 0
+        self.items: list[Tensor] = []
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def add(self, batch: Tensor) -> None:
+        """Offer each row of ``batch`` (stored on the CPU in float16 to bound memory)."""
+        for row in batch.detach().to("cpu", torch.float16):
+            if len(self.items) < self.capacity:
+                self.items.append(row)
+            else:
+                slot = int(torch.randint(0, self.seen + 1, (1,), generator=self._generator))
+                if slot < self.capacity:
+                    self.items[slot] = row
+            self.seen += 1
+
+    def stack(self) -> Tensor:
+        """The sample as one tensor ``(n, ...)``."""
+        return torch.stack(self.items)
+
+
+@dataclass
+class MethodScores:
+    """Per-image sums for one reconstruction method."""
+
+    count: int = 0
+    distance: float = 0.0  # sum of ‖x − x̂‖₂
+    psnr: float = 0.0
+    ssim: float = 0.0
+    feature_distance: float = 0.0  # sum of ‖Φ(x̂) − Φ(x)‖²
+    feature_count: int = 0
+
+    def add(self, images: Tensor, reconstructions: Tensor, features: Tensor | None = None,
+            reconstruction_features: Tensor | None = None) -> None:
+        """Add a batch; reconstructions are clamped to [0, 1] (see the module note)."""
+        reconstructions = reconstructions.clamp(0, 1).to(images.dtype)
+        self.count += images.shape[0]
+        self.distance += (images - reconstructions).flatten(1).norm(dim=1).double().sum().item()
+        self.psnr += psnr(images, reconstructions).double().sum().item()
+        if min(images.shape[-2:]) >= 11:
+            self.ssim += ssim(images, reconstructions).double().sum().item()
+        if features is not None and reconstruction_features is not None:
+            diff = (reconstruction_features.float() - features.float()).flatten(1)
+            self.feature_distance += diff.pow(2).sum(1).double().sum().item()
+            self.feature_count += features.shape[0]
+
+
+@dataclass
+class ErrorScale:
+    """The normalizers shared by every method evaluated on one test set."""
+
+    reference_size: int = 1024  # images kept for the pairwise normalizers
+    seed: int = 0  # seeds the reservoir
+    _images: Reservoir = field(init=False)
+    _features: Reservoir = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._images = Reservoir(self.reference_size, self.seed)
+        self._features = Reservoir(self.reference_size, self.seed)
+
+    def add(self, images: Tensor, features: Tensor | None = None) -> None:
+        """Offer a batch of test images (and their features) to the reference sample."""
+        self._images.add(images)
+        if features is not None:
+            self._features.add(features)
+
+    def summarize(self, scores: MethodScores) -> dict[str, float]:
+        """Turn a method's sums into the reported metrics."""
+        if scores.count == 0:
+            raise ValueError("no images were evaluated")
+        image_scale = mean_pairwise_distance(self._images.stack()) if self._images.seen >= 2 else math.nan
+        result = {
+            "normalized_error": scores.distance / scores.count / image_scale,
+            "psnr": scores.psnr / scores.count,
+            "ssim": scores.ssim / scores.count if scores.ssim else math.nan,
+        }
+        if scores.feature_count and self._features.seen >= 2:
+            feature_scale = mean_pairwise_distance(self._features.stack(), squared=True)
+            result["feature_error"] = scores.feature_distance / scores.feature_count / feature_scale
+        return result

@@ -1,0 +1,42 @@
+"""Progress bars for long work (rich), off when not wanted or when output is not a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+__all__ = ["console", "progress_bar"]
+
+#: repinv's console on stderr, so tables and JSON on stdout stay clean.
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None, enabled: bool = True,
+                 own_eta: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar context; yields ``advance(n=1, **fields)``; the field ``status`` is shown beside the bar.
+
+    Args:
+        description: what is being done.
+        total: the number of units, or ``None`` when unknown.
+        enabled: ``False`` gives a no-op ``advance``.
+        own_eta: the caller puts its own estimate in ``status`` (e.g. one bounded by a time budget), so rich's
+            is not shown.
+    """
+    if not enabled:
+        yield lambda n=1, **fields: None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"))
+    if not own_eta:
+        columns += (TimeRemainingColumn(),)
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(description, total=total, status="")
+
+        def advance(n: int = 1, **fields: object) -> None:
+            progress.update(task, advance=n, **fields)
+
+        yield advance

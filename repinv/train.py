@@ -1,0 +1,388 @@
+"""Training a decoder to invert a representation: f(Φ(x)) ≈ x under the squared error.
+
+The loop follows the paper (Adam, β1 0.9, β2 0.999, batch 64, rate 1e-3 halved at 50/75/90% of training by
+default) and makes a run directory (see :mod:`repinv.checkpoint`) that ``--resume`` continues exactly: data order
+and augmentation are functions of (seed, sample position), and the position is ``step × batch_size``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.utils import make_grid, save_image
+
+from . import __version__
+from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+                         read_metadata, save_tensors, write_json)
+from .config import TrainConfig
+from .data import ImageDataset
+from .decoders import build_decoder
+from .errors import CheckpointError, InvalidOption, NotDifferentiable, RepinvError
+from .evaluate import evaluate
+from .inverter import Inverter, resolve_device
+from .progress import progress_bar
+from .representation import Representation, create_representation
+
+__all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
+
+#: Settings a resumed run may change; everything else must match the run being continued.
+RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "device", "log_every", "sample_every",
+                                "checkpoint_every", "checkpoint_seconds", "val_every", "val_images", "val_data"})
+SAMPLE_IMAGES = 8
+
+
+class TrainingInterrupted(RepinvError):
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or budget-stopped) run reports."""
+
+    run: Path  # the run directory
+    step: int  # optimizer steps done in total
+    loss: float  # mean training loss over the last logging window
+    stopped_by: str  # "steps" or "time_budget"
+    validation: dict[str, float] = field(default_factory=dict)  # last validation metrics, if any
+
+
+class PositionSampler(Sampler[int]):
+    """An endless, resumable stream of sample positions, split over ranks.
+
+    Global position ``p`` maps to epoch ``p // n`` and to that epoch's seeded permutation; the sampler yields
+    *virtual indices* ``epoch × n + index`` so the dataset can seed augmentation per (epoch, index) in any worker.
+    Rank ``r`` of ``w`` takes positions ``start + r, start + r + w, …``, so ranks see disjoint samples.
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        position, epoch, order = self.start + self.rank, -1, torch.empty(0, dtype=torch.long)
+        while True:
+            if position // self.size != epoch:
+                epoch = position // self.size
+                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            yield epoch * self.size + int(order[position % self.size])
+            position += self.world
+
+
+class _TrainingSamples(Dataset):
+    """Maps virtual indices to augmented images (and, for per-image representations, their features)."""
+
+    def __init__(self, images: ImageDataset, representation: Representation | None) -> None:
+        self.images, self.representation = images, representation
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, virtual: int) -> Tensor | tuple[Tensor, Tensor]:
+        epoch, index = divmod(virtual, len(self.images))
+        self.images.set_epoch(epoch)
+        image = self.images[index]
+        if self.representation is None:
+            return image
+        with torch.no_grad():
+            return image, self.representation(image.unsqueeze(0))[0]
+
+
+def _learning_rate_factor(schedule: str, total: int):
+    def paper(step: int) -> float:  # halved at 50%, 75% and 90% of training
+        return 0.5 ** sum(step >= total * m for m in (0.5, 0.75, 0.9))
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return {"paper": paper, "cosine": cosine, "constant": lambda step: 1.0}[schedule]
+
+
+def _encoder_needs_saving(config: TrainConfig, representation: Representation) -> bool:
+    """Representation weights are saved unless the representation rebuilds them by name (e.g. from a hub)."""
+    if not representation.state_dict():
+        return False
+    named = str(config.rep_options.get("weights", "default")) in {"default", "imagenet", "pretrained"}
+    return config.finetune_encoder or not named
+
+
+class _Trainer:
+    """One training run; :func:`train` and :func:`resume` are its public face."""
+
+    def __init__(self, config: TrainConfig, run: Path, show_progress: bool) -> None:
+        self.config, self.run, self.show_progress = config, run, show_progress
+        self.device = resolve_device(config.device)
+        self.size = (config.image_size, config.image_size)
+        self.output_size = (config.output_size or config.image_size,) * 2
+        torch.manual_seed(config.seed)
+        self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
+        if config.finetune_encoder and not self.representation.differentiable:
+            raise NotDifferentiable(f"--finetune-encoder needs a differentiable representation; {config.rep} is not")
+        self.data = ImageDataset(config.data, config.image_size, train=True, seed=config.seed, scale=config.scale)
+        self.spec = self.representation.spec(self.size)
+        self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
+                                     **{"width": config.width, **config.decoder_options}).to(self.device)
+        if self.device.type == "cuda":
+            self.decoder = self.decoder.to(memory_format=torch.channels_last)
+        parameters = list(self.decoder.parameters())
+        if config.finetune_encoder:
+            self.representation.train()
+            parameters += [p for p in self.representation.parameters() if p.requires_grad]
+        else:
+            self.representation.requires_grad_(False)
+        self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas,
+                                          weight_decay=config.weight_decay)
+        self.total = config.total_steps(len(self.data))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           _learning_rate_factor(config.schedule, self.total))
+        self.step, self.elapsed = 0, 0.0
+        self.mean_sum = torch.zeros(3, *self.size, dtype=torch.float64, device=self.device)
+        self.best_error = math.inf
+        self.validation: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- checkpoints
+    def _metadata(self) -> dict[str, Any]:
+        return {
+            "repinv_version": __version__,
+            "representation": {"name": self.config.rep, "options": self.representation.config()},
+            "decoder": {"name": self.decoder.config()["name"], "config": self.decoder.config()},
+            "image_size": list(self.size),
+            "output_size": list(self.output_size),
+            "training": self.config.to_dict(),
+            "step": self.step,
+            "metrics": {"validation": self.validation} if self.validation else {},
+        }
+
+    def _mean_image(self) -> Tensor:
+        seen = max(1, self.step * self.config.batch_size)
+        return (self.mean_sum / seen).float()
+
+    def _save_model(self, directory: Path) -> None:
+        meta = self._metadata()
+        save_tensors(directory / "decoder.safetensors", self.decoder.state_dict(), meta)
+        save_tensors(directory / "mean_image.safetensors", {"mean_image": self._mean_image()})
+        if _encoder_needs_saving(self.config, self.representation):
+            save_tensors(directory / "encoder.safetensors", self.representation.state_dict(), meta)
+
+    def save(self) -> None:
+        """Write the model files and the resume state (one atomic file, plus a readable copy)."""
+        self._save_model(self.run)
+        optimizer_tensors, optimizer_json = optimizer_to_tensors(self.optimizer)
+        tensors = {**{f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}, **optimizer_tensors,
+                   "mean_sum": self.mean_sum, "rng.cpu": torch.get_rng_state()}
+        if self.config.finetune_encoder:
+            tensors.update({f"encoder.{k}": v for k, v in self.representation.state_dict().items()})
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {"step": self.step, "position": self.step * self.config.batch_size, "elapsed": self.elapsed,
+                 "best_error": None if math.isinf(self.best_error) else self.best_error,
+                 "training": self.config.to_dict(), "optimizer": optimizer_json}
+        save_tensors(self.run / "state.safetensors", tensors, state)
+        write_json(self.run / "state.json", {k: v for k, v in state.items() if k != "optimizer"})
+
+    def restore(self) -> None:
+        """Continue from ``state.safetensors``."""
+        path = self.run / "state.safetensors"
+        state, tensors = read_metadata(path), load_tensors(path, self.device)
+        load_into(self.decoder, {k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")},
+                  f"decoder state in {self.run}")
+        if self.config.finetune_encoder:
+            load_into(self.representation, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")},
+                      f"encoder state in {self.run}")
+        optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
+        self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.best_error = math.inf if state["best_error"] is None else float(state["best_error"])
+        self.mean_sum = tensors["mean_sum"]
+        torch.set_rng_state(tensors["rng.cpu"].cpu())
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
+        # The schedule follows the (possibly changed) total number of steps, not the saved rate.
+        self.scheduler.last_epoch = self.step
+        for group, rule in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
+            group["lr"] = group["initial_lr"] * rule(self.step)
+
+    # ---------------------------------------------------------------- logging, samples, validation
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.run / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _inverter(self) -> Inverter:
+        return Inverter(self.representation, self.decoder, self.size, self._metadata(), self._mean_image())
+
+    @torch.no_grad()
+    def _write_samples(self, images: Tensor) -> None:
+        self.decoder.eval()
+        reconstructions = self._inverter().reconstruct(images).clamp(0, 1)
+        self.decoder.train()
+        pairs = torch.stack([images, reconstructions], dim=1).flatten(0, 1)  # original | reconstruction
+        grid = make_grid(pairs.float().cpu(), nrow=4, padding=2, pad_value=1.0)
+        atomic_write(self.run / "samples" / f"step-{self.step}.png", lambda p: save_image(grid, p, format="PNG"))
+
+    def _validate(self) -> None:
+        self.decoder.eval()
+        result = evaluate(self._inverter(), self.config.val_data, batch_size=self.config.batch_size,
+                          limit=self.config.val_images, seed=self.config.seed)
+        self.decoder.train()
+        self.validation = result["decoder"]
+        self._log({"step": self.step, "val": self.validation})
+        if self.validation["normalized_error"] < self.best_error:
+            self.best_error = self.validation["normalized_error"]
+            self._save_model(self.run / "best")
+
+    def _sample_images(self) -> Tensor:
+        source = self.config.val_data or self.config.data
+        fixed = ImageDataset(source, self.config.image_size, train=False, seed=self.config.seed)
+        return torch.stack([fixed[i] for i in range(min(SAMPLE_IMAGES, len(fixed)))]).to(self.device)
+
+    # ---------------------------------------------------------------- the loop
+    def _loader(self) -> DataLoader:
+        per_image = self.representation if self.representation.per_image else None
+        sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size)
+        workers = self.config.workers
+        return DataLoader(_TrainingSamples(self.data, per_image), batch_size=self.config.batch_size,
+                          sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
+                          persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+
+    def _loss(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        cuda = self.device.type == "cuda"
+        if isinstance(batch, (tuple, list)):
+            images, features = (t.to(self.device, non_blocking=True) for t in batch)
+        else:
+            images = batch.to(self.device, non_blocking=True)
+            with torch.set_grad_enabled(self.config.finetune_encoder):
+                features = self.representation(images)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            reconstructions = self.decoder(features)
+        target = images
+        if tuple(reconstructions.shape[-2:]) != self.size:
+            target = F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
+        return F.mse_loss(reconstructions.float(), target), images
+
+    def run_loop(self) -> TrainResult:
+        config = self.config
+        stop_requested: list[str] = []
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("SIGTERM"))
+        samples = self._sample_images()
+        started, last_save, window_loss, window_steps = time.monotonic(), time.monotonic(), 0.0, 0
+        session_start_elapsed, window_start, window_images = self.elapsed, time.monotonic(), 0
+        stopped_by, loss_value = "steps", math.nan
+        self.decoder.train()
+        try:
+            with progress_bar(f"training {config.rep}", total=self.total, enabled=self.show_progress,
+                              own_eta=True) as advance:
+                advance(self.step)
+                batches = iter(self._loader())
+                while self.step < self.total:
+                    loss, images = self._loss(next(batches))
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.step += 1
+                    self.mean_sum += images.detach().sum(0, dtype=torch.float64)
+                    window_loss, window_steps = window_loss + loss.item(), window_steps + 1
+                    window_images += images.shape[0]
+                    now = time.monotonic()
+                    self.elapsed = session_start_elapsed + now - started
+                    rate = window_images / max(now - window_start, 1e-9)
+                    remaining = (self.total - self.step) * config.batch_size / max(rate, 1e-9)
+                    if config.time_budget is not None:
+                        remaining = min(remaining, config.time_budget - (now - started))
+                    loss_value = window_loss / window_steps
+                    advance(1, status=f"loss {loss_value:.4f} · {rate:,.0f} img/s · "
+                                      f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, remaining)))}")
+                    if self.step % config.log_every == 0:
+                        self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
+                                   "images_per_s": rate, "elapsed": self.elapsed})
+                        window_loss, window_steps, window_start, window_images = 0.0, 0, now, 0
+                    budget_over = config.time_budget is not None and now - started >= config.time_budget
+                    if self.step % config.sample_every == 0:
+                        self._write_samples(samples)
+                    if config.val_data and self.step % config.val_every == 0:
+                        self._validate()
+                    if (self.step % config.checkpoint_every == 0 or now - last_save >= config.checkpoint_seconds
+                            or budget_over or stop_requested or self.step == self.total):
+                        self.save()
+                        last_save = time.monotonic()
+                    if budget_over:
+                        stopped_by = "time_budget"
+                        break
+                    if stop_requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            self.save()
+            raise TrainingInterrupted(f"training interrupted at step {self.step}; checkpoint saved; continue with "
+                                      f"`repinv train --resume {self.run}`") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        if self.step % config.sample_every:
+            self._write_samples(samples)
+        if config.val_data and self.step % config.val_every:
+            self._validate()
+            self.save()
+        return TrainResult(self.run, self.step, loss_value, stopped_by, self.validation)
+
+
+def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -> TrainResult:
+    """Train a decoder for ``config.rep`` into a new run directory.
+
+    Args:
+        config: the run's settings (see :func:`repinv.config.make_config`).
+        out: the run directory; it must not already hold a run (use :func:`resume` to continue one).
+        show_progress: show a progress bar with step, loss, images/s and ETA.
+
+    Returns:
+        The step reached, the last training loss, what stopped the run and the last validation metrics.
+
+    Raises:
+        CheckpointError: ``out`` already holds a run.
+        TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved first).
+    """
+    run = Path(out)
+    if (run / "state.safetensors").exists():
+        raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+    run.mkdir(parents=True, exist_ok=True)
+    trainer = _Trainer(config.validate(), run, show_progress)
+    write_json(run / "config.json", config.to_dict())
+    return trainer.run_loop()
+
+
+def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> TrainResult:
+    """Continue a run from its last checkpoint.
+
+    Args:
+        run: the run directory.
+        show_progress: show a progress bar.
+        **changes: settings to change, only among :data:`RESUMABLE_SETTINGS` (e.g. more ``steps``, a new
+            ``time_budget``); a different value for any other setting is refused.
+
+    Returns:
+        As :func:`train`.
+    """
+    run = Path(run)
+    saved = read_metadata(run / "state.safetensors")["training"]
+    values = dict(saved)
+    for name, value in changes.items():
+        if value is None or name not in values:
+            continue
+        if name not in RESUMABLE_SETTINGS and _normalize(value) != _normalize(saved[name]):
+            raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
+                                f"not {value!r} (start a new run instead)")
+        values[name] = value
+    values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
+    trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress)
+    trainer.restore()
+    return trainer.run_loop()
+
+
+def _normalize(value: Any) -> Any:
+    return json.loads(json.dumps(value))
