@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 from rich.table import Table
 
 from .config import list_recipes, make_config
@@ -150,13 +151,18 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 @click.option("--workers", default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), help="JSON results (default RUN/evaluation.json).")
+@click.option("--grid", type=click.Path(dir_okay=False),
+              help="PNG of the first 8 test images beside their reconstructions (default RUN/evaluation.png).")
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
-             out: str | None) -> None:
+             out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
     from . import evaluate as evaluate_module
+    from .data import ImageDataset
+    from .invert import write_comparison_grid
     from .inverter import load
 
-    result = evaluate_module.evaluate(load(run, device), list(data), batch_size=batch_size, limit=limit,
+    inverter = load(run, device)
+    result = evaluate_module.evaluate(inverter, list(data), batch_size=batch_size, limit=limit,
                                       workers=workers, show_progress=True)
     result.update(checkpoint=str(run), data=list(data))
     metrics = [("normalized_error", "normalized error ↓", "{:.4f}"), ("psnr", "PSNR dB ↑", "{:.2f}"),
@@ -168,7 +174,10 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
                               ["metric", "decoder", "mean image"], rows))
     path = Path(out) if out else Path(run) / "evaluation.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"wrote {path}")
+    shown = ImageDataset(list(data), inverter.image_size, train=False)
+    images = torch.stack([shown[i] for i in range(min(8, len(shown)))])
+    grid_path = write_comparison_grid(images, inverter.reconstruct(images), grid or Path(run) / "evaluation.png")
+    console.print(f"wrote {path} and {grid_path}")
 
 
 @cli.command()

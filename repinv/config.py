@@ -28,7 +28,8 @@ class TrainConfig:
     rep_options: dict[str, Any] = field(default_factory=dict)  # options passed to the representation's factory
     decoder: str | None = None  # decoder architecture; None picks conv for maps, fc for vectors
     decoder_options: dict[str, Any] = field(default_factory=dict)  # options passed to the decoder builder
-    width: float = 1.0  # scales every decoder channel count (1.0 = the paper's size)
+    width: float | None = None  # decoder option width: scales every channel count (None: the decoder's default,
+    # 1.0 = the paper's size for conv and fc)
     data: list[str] = field(default_factory=lambda: ["builtin"])  # training sources: folders, tar globs, builtin
     val_data: list[str] = field(default_factory=list)  # validation sources; empty = no validation
     image_size: int = 64  # side of the square training crops, in pixels
@@ -70,7 +71,7 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "epochs must be positive"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.lr > 0, "lr must be positive"),
-            (self.width > 0, "width must be positive"),
+            (self.width is None or self.width > 0, "width must be positive"),
             (self.workers >= 0, "workers must be 0 or more"),
             (self.schedule in ("paper", "constant", "cosine"), "schedule must be paper, constant or cosine"),
             (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),

@@ -7,14 +7,26 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from .checkpoint import atomic_write, load_tensors
 from .data import load_images
 from .errors import CheckpointError
 from .inverter import Inverter
 
-__all__ = ["invert_images", "invert_features", "write_images"]
+__all__ = ["invert_images", "invert_features", "write_images", "write_comparison_grid"]
+
+
+def write_comparison_grid(images: Tensor, reconstructions: Tensor, path: str | Path, pairs_per_row: int = 4) -> Path:
+    """Write a PNG grid of (original | reconstruction) pairs.
+
+    Shape:
+        images, reconstructions: ``(B, 3, H, W)``; reconstructions are clamped to [0, 1].
+    """
+    pairs = torch.stack([images.float().cpu(), reconstructions.detach().float().clamp(0, 1).cpu()], dim=1)
+    grid = make_grid(pairs.flatten(0, 1), nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
+    atomic_write(Path(path), lambda p: save_image(grid, p, format="PNG"))
+    return Path(path)
 
 
 def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:

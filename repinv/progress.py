@@ -10,8 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 __all__ = ["console", "progress_bar"]
 
-#: repinv's console on stderr, so tables and JSON on stdout stay clean.
-console = Console(stderr=True)
+#: Results (tables, summaries) go to stdout; progress bars to stderr, so redirected output stays clean.
+console = Console()
+_progress_console = Console(stderr=True)
 
 
 @contextmanager
@@ -33,7 +34,7 @@ def progress_bar(description: str, total: int | None, enabled: bool = True,
                TextColumn("{task.fields[status]}"))
     if not own_eta:
         columns += (TimeRemainingColumn(),)
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=_progress_console, transient=False) as progress:
         task = progress.add_task(description, total=total, status="")
 
         def advance(n: int = 1, **fields: object) -> None:

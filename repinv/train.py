@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.utils import make_grid, save_image
 
 from . import __version__
-from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+from .checkpoint import (load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          read_metadata, save_tensors, write_json)
 from .config import TrainConfig
 from .data import ImageDataset
 from .decoders import build_decoder
 from .errors import CheckpointError, InvalidOption, NotDifferentiable, RepinvError
 from .evaluate import evaluate
+from .invert import write_comparison_grid
 from .inverter import Inverter, resolve_device
 from .progress import progress_bar
 from .representation import Representation, create_representation
@@ -115,6 +115,12 @@ def _encoder_needs_saving(config: TrainConfig, representation: Representation) -
     return config.finetune_encoder or not named
 
 
+def _decoder_options(config: TrainConfig) -> dict[str, Any]:
+    """``--width`` is shorthand for the decoder option ``width``, passed only when given."""
+    width = {} if config.width is None else {"width": config.width}
+    return {**width, **config.decoder_options}
+
+
 class _Trainer:
     """One training run; :func:`train` and :func:`resume` are its public face."""
 
@@ -130,7 +136,7 @@ class _Trainer:
         self.data = ImageDataset(config.data, config.image_size, train=True, seed=config.seed, scale=config.scale)
         self.spec = self.representation.spec(self.size)
         self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
-                                     **{"width": config.width, **config.decoder_options}).to(self.device)
+                                     **_decoder_options(config)).to(self.device)
         if self.device.type == "cuda":
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         parameters = list(self.decoder.parameters())
@@ -223,9 +229,7 @@ class _Trainer:
         self.decoder.eval()
         reconstructions = self._inverter().reconstruct(images).clamp(0, 1)
         self.decoder.train()
-        pairs = torch.stack([images, reconstructions], dim=1).flatten(0, 1)  # original | reconstruction
-        grid = make_grid(pairs.float().cpu(), nrow=4, padding=2, pad_value=1.0)
-        atomic_write(self.run / "samples" / f"step-{self.step}.png", lambda p: save_image(grid, p, format="PNG"))
+        write_comparison_grid(images, reconstructions, self.run / "samples" / f"step-{self.step}.png")
 
     def _validate(self) -> None:
         self.decoder.eval()

@@ -1,0 +1,446 @@
+"""Image data: sources, decoding to RGB, and the training / evaluation data set.
+
+A *source* is one string:
+
+* a folder of images, searched recursively: JPEG, PNG, BMP, WebP, TIFF, extensions in any case. Names starting
+  with ``.`` are skipped (``.git``, ``.ipynb_checkpoints``, macOS ``._photo.jpg`` resource forks);
+* one image file;
+* an uncompressed ``.tar`` shard, or a glob of shards or images (quote it so the shell leaves it alone:
+  ``'shards/train-*.tar'``). The WebDataset convention: one member per image, ``<key>.jpg`` etc.; other members
+  (``<key>.cls``, ``<key>.json``) are ignored;
+* ``builtin``, ``builtin:test`` or ``builtin:all``: colour photographs that ship inside scikit-image, read from
+  its package folder (no download). The split is fixed: ``builtin`` = astronaut, motorcycle_left,
+  motorcycle_right, hubble_deep_field; ``builtin:test`` = chelsea, coffee, rocket; ``builtin:all`` = both. The
+  motorcycle stereo pair stays on one side so that no test photo has a near-duplicate in training. Grayscale,
+  microscopy and synthetic images (camera, retina, immunohistochemistry, colorwheel, logo, …) are left out.
+
+Every image becomes RGB float32 in [0, 1]: grayscale is repeated over the channels; 16-bit grayscale (``I;16``,
+and ``I``, which Pillow uses for 16-bit data) is divided by 65535; ``F`` is clipped to [0, 1]; palette, CMYK and
+the rest go through Pillow's RGB conversion; anything with transparency (RGBA, LA, palette with a transparent
+entry) is composited over **white**, the background most such images are made to be seen on. Pillow reads 16-bit
+colour PNG/TIFF at 8-bit precision (correctly scaled). EXIF orientation is applied.
+
+Unreadable files are skipped: a file whose header Pillow cannot parse is dropped while indexing, counted in one
+:class:`DataWarning` per source; tar members are checked by extension only while indexing (a header check would
+read the whole shard). An image that fails to decode later is replaced by the next readable image and warned
+about once per process. A source without a single readable image raises :class:`~repinv.errors.DataError`.
+
+Memory: the index holds numpy arrays (file number, byte offset and size per image) and two string tables
+(file paths, member names) — no Python object per image, so forked data-loader workers do not copy it page by
+page through reference counts. Tar shards are opened lazily in each process and read by seek + read.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.resources
+import io
+import os
+import struct
+import tarfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .errors import DataError, InvalidOption
+
+__all__ = [
+    "DataWarning",
+    "ImageDataset",
+    "IMAGE_EXTENSIONS",
+    "BUILTIN_TRAIN",
+    "BUILTIN_TEST",
+    "load_image",
+    "load_images",
+    "default_data_root",
+]
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+#: Files in scikit-image's data folder (see the module docstring for the split).
+BUILTIN_TRAIN = ("astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg")
+BUILTIN_TEST = ("chelsea.png", "coffee.png", "rocket.jpg")
+_BUILTIN = {"builtin": BUILTIN_TRAIN, "builtin:test": BUILTIN_TEST, "builtin:all": BUILTIN_TRAIN + BUILTIN_TEST}
+_ACCEPTED = ("a source is a folder of images (JPEG, PNG, BMP, WebP, TIFF), an image file, an uncompressed .tar "
+             "shard or a quoted glob of them ('shards/train-*.tar'), or builtin / builtin:test / builtin:all")
+#: What Pillow raises on corrupt, truncated or foreign data (OSError also covers a file deleted since indexing).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+#: Tar shards kept open per process: enough for random access over a large shard set, well below fd limits.
+_MAX_OPEN_SHARDS = 64
+_DECODED_CACHE_LIMIT = 32  # data sets this small keep their decoded images in memory (see ImageDataset._decoded)
+_ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
+
+
+class DataWarning(UserWarning):
+    """Images were skipped because they could not be read."""
+
+
+class _Strings:
+    """An immutable list of strings stored in two numpy arrays (UTF-8 bytes and end offsets).
+
+    A Python list of a million ``str`` objects is copied into every forked worker bit by bit, because reading an
+    object writes its reference count; two arrays have no per-string objects.
+    """
+
+    def __init__(self, strings: Iterable[str]) -> None:
+        encoded = [s.encode("utf-8", "surrogateescape") for s in strings]
+        self._ends = np.cumsum([len(b) for b in encoded], dtype=np.int64)
+        self._bytes = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: int) -> str:
+        start = int(self._ends[i - 1]) if i else 0
+        return self._bytes[start:int(self._ends[i])].tobytes().decode("utf-8", "surrogateescape")
+
+
+class _Index:
+    """Where each image's bytes are, collected in lists while indexing, then frozen into arrays."""
+
+    def __init__(self) -> None:
+        self.files: list[str] = []  # image files and tar shards
+        self.file: list[int] = []  # per image: position in ``files``
+        self.offset: list[int] = []
+        self.size: list[int] = []  # -1: the whole file
+        self.member: list[str] = []  # tar member name; "" for an image file
+
+    def add(self, file: int, offset: int = 0, size: int = -1, member: str = "") -> None:
+        self.file.append(file)
+        self.offset.append(offset)
+        self.size.append(size)
+        self.member.append(member)
+
+    def add_file(self, path: str) -> int:
+        self.files.append(path)
+        return len(self.files) - 1
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, UnidentifiedImageError):  # its message repeats the path, which the caller already shows
+        return "cannot identify image file"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _expand(source: str) -> list[Path]:
+    """The existing paths a source names: itself, or the sorted matches of a glob."""
+    path = Path(source).expanduser()
+    if path.exists():  # checked first so that a folder named "photos [2019]" is not read as a glob
+        return [path]
+    if any(c in source for c in "*?["):
+        matches = sorted(glob.glob(str(path), recursive=True))
+        if not matches:
+            raise DataError(f"data source {source!r} matches no files; {_ACCEPTED}")
+        return [Path(m) for m in matches]
+    raise DataError(f"data source {source!r} does not exist; {_ACCEPTED}")
+
+
+def _walk(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: os.walk descends in this order
+        found.extend(Path(root, f) for f in sorted(files) if not f.startswith(".") and _is_image(f))
+    return found
+
+
+def _index_tar(path: Path, index: _Index, bad: list[str]) -> None:
+    try:
+        with tarfile.open(path, "r:") as archive:
+            file = index.add_file(str(path))
+            for member in archive:
+                if not (member.isreg() and _is_image(member.name)):
+                    continue
+                if member.size == 0:
+                    bad.append(f"{path}:{member.name}: empty file")
+                else:
+                    index.add(file, member.offset_data, member.size, member.name)
+    except (tarfile.TarError, OSError) as error:
+        raise DataError(f"cannot read tar shard '{path}': {_reason(error)} (shards must be uncompressed .tar)") from None
+
+
+def _index_source(source: str, index: _Index) -> int:
+    """Add the images of one source to ``index``; warn about unreadable ones and return how many there were."""
+    if source in _BUILTIN:
+        paths = [Path(str(importlib.resources.files("skimage.data")), name) for name in _BUILTIN[source]]
+    elif source.startswith("builtin:"):
+        raise DataError(f"unknown builtin split {source!r}; use builtin, builtin:test or builtin:all")
+    else:
+        paths = _expand(source)
+    before, bad = len(index.file), []
+    for path in paths:
+        if path.suffix.lower() == ".tar" and path.is_file():
+            _index_tar(path, index, bad)
+            continue
+        # A glob may also match other files (README.txt, labels.csv): only image extensions count.
+        files = _walk(path) if path.is_dir() else [path] if _is_image(path.name) else []
+        for file in files:
+            try:
+                Image.open(file).close()  # parses the header only; decoding waits for __getitem__
+            except _DECODE_ERRORS as error:
+                bad.append(f"{file}: {_reason(error)}")
+                continue
+            index.add(index.add_file(str(file)))
+    found = len(index.file) - before
+    if not found:
+        unreadable = f" ({len(bad)} unreadable; first: {bad[0]})" if bad else ""
+        raise DataError(f"no readable images in {source!r}{unreadable}; {_ACCEPTED}")
+    if bad:
+        warnings.warn(f"skipped {len(bad):,} unreadable image{'s' * (len(bad) > 1)} of {found + len(bad):,} in "
+                      f"{source!r} (first: {bad[0]})", DataWarning, stacklevel=3)
+    return len(bad)
+
+
+def _pixels(image: Image.Image) -> Tensor:
+    """Convert a Pillow image of any mode to RGB float32 ``(3, H, W)`` in [0, 1] (rules in the module docstring)."""
+    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N", "F"):
+        gray = np.asarray(image, dtype=np.float32)
+        gray = np.clip(gray if image.mode == "F" else gray / 65535.0, 0.0, 1.0)
+        rgb = np.repeat(gray[..., None], 3, axis=2)
+    elif image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        rgb = rgba[..., :3] * alpha + (1.0 - alpha)  # composite over white
+    else:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).contiguous()
+
+
+def _decode_covering(image: Image.Image, crop: tuple[int, int], scale: float = 1.0) -> Tensor:
+    """Decode ``image`` resized so that it covers ``crop`` = ``(h, w)`` exactly on one side, times ``scale``.
+
+    Returns:
+        ``(3, H, W)`` float in [0, 1], ``H >= h`` and ``W >= w``; antialiased when shrinking.
+    """
+    swapped = image.getexif().get(_ORIENTATION, 1) in (5, 6, 7, 8)
+    width, height = image.size[::-1] if swapped else image.size
+    size = _covering_size((height, width), crop, scale)
+    # JPEG only: decode at 1/2, 1/4 or 1/8 resolution when that still covers ``size`` (much faster).
+    image.draft(None, (size[0], size[1]) if swapped else (size[1], size[0]))
+    return _resize(_pixels(ImageOps.exif_transpose(image)), size)
+
+
+def _covering_size(size: tuple[int, int], crop: tuple[int, int], scale: float) -> tuple[int, int]:
+    """The size ``size`` = (h, w) is resized to so it covers ``crop`` on one side exactly, times ``scale``."""
+    factor = max(crop[0] / size[0], crop[1] / size[1]) * scale
+    return max(crop[0], round(size[0] * factor)), max(crop[1], round(size[1] * factor))
+
+
+def _resize(pixels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Antialiased bicubic resize of ``(3, H, W)`` pixels to ``size``, clamped to [0, 1]."""
+    if tuple(pixels.shape[1:]) == size:
+        return pixels
+    resized = F.interpolate(pixels[None], size=size, mode="bicubic", antialias=True, align_corners=False)[0]
+    return resized.clamp_(0.0, 1.0)  # bicubic overshoots at edges
+
+
+def _crop(pixels: Tensor, crop: tuple[int, int], draws: Tensor | None) -> Tensor:
+    """Centre crop (``draws`` None) or a random crop and flip from uniform ``draws`` = (scale, top, left, flip)."""
+    height, width = pixels.shape[1:]
+    if draws is None:
+        top, left = (height - crop[0]) // 2, (width - crop[1]) // 2
+    else:
+        top, left = int(float(draws[1]) * (height - crop[0] + 1)), int(float(draws[2]) * (width - crop[1] + 1))
+    pixels = pixels[:, top:top + crop[0], left:left + crop[1]]
+    return (pixels.flip(-1) if draws is not None and float(draws[3]) < 0.5 else pixels).contiguous()
+
+
+def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    pair = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
+        raise InvalidOption(f"image_size must be a positive int or (height, width), got {image_size!r}")
+    return pair  # type: ignore[return-value]
+
+
+class ImageDataset(Dataset):
+    """Images from folders, tar shards, files or ``builtin``, as RGB float tensors (map-style).
+
+    Training items are resized so the shorter side covers the crop (times a random factor from ``scale``),
+    cropped at random and flipped with probability 1/2. The randomness of item ``i`` comes from a generator
+    seeded with ``(seed, epoch, i)`` only, so it does not depend on workers, batch composition or resumption.
+    Evaluation items are resized the same way (factor 1) and centre-cropped.
+
+    Args:
+        sources: one source or several (see the module docstring).
+        image_size: crop size, ``S`` or ``(height, width)``.
+        train: random crop and flip (True) or centre crop (False).
+        seed: seeds the augmentation.
+        scale: ``(lo, hi)`` with ``1 <= lo <= hi``: range of the random up-scaling before the crop (train only).
+
+    Raises:
+        DataError: a source is missing, matches nothing or holds no readable image.
+        InvalidOption: a bad ``image_size`` or ``scale``.
+    """
+
+    def __init__(self, sources: str | Sequence[str], image_size: int | tuple[int, int], train: bool, seed: int = 0,
+                 scale: tuple[float, float] = (1.0, 1.0)) -> None:
+        self.sources = [sources] if isinstance(sources, str) else list(sources)
+        if not self.sources:
+            raise DataError(f"no data source given; {_ACCEPTED}")
+        self.image_size = _size_pair(image_size)
+        lo, hi = (float(s) for s in scale)
+        if not 1.0 <= lo <= hi:
+            raise InvalidOption(f"scale must be (lo, hi) with 1 <= lo <= hi, got {tuple(scale)}")
+        self.train, self.seed, self.scale, self.epoch = train, seed, (lo, hi), 0
+        index = _Index()
+        self.skipped = sum(_index_source(source, index) for source in self.sources)
+        self._files, self._members = _Strings(index.files), _Strings(index.member)
+        self._file = np.asarray(index.file, dtype=np.int32)
+        self._offset = np.asarray(index.offset, dtype=np.int64)
+        self._size = np.asarray(index.size, dtype=np.int64)
+        self._bad: set[int] = set()  # items found undecodable in this process
+        self._cache: dict[int, Tensor] = {}  # decoded items of a small data set (see _decoded)
+        self._handles: OrderedDict[int, BinaryIO] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return len(self._file)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose augmentation :meth:`__getitem__` draws (no effect when ``train`` is False)."""
+        self.epoch = int(epoch)
+
+    def name(self, index: int) -> str:
+        """A readable identifier of item ``index``: its file path, or ``shard.tar:member``."""
+        file, member = self._files[int(self._file[index])], self._members[index]
+        return f"{file}:{member}" if member else file
+
+    def describe(self) -> str:
+        """One line: how many images from how many sources (and how many were skipped)."""
+        n = len(self.sources)
+        skipped = f" ({self.skipped:,} unreadable skipped)" if self.skipped else ""
+        return f"{len(self):,} images from {n} source{'s' * (n != 1)}{skipped}"
+
+    def __getitem__(self, index: int) -> Tensor:
+        """Item ``index`` as ``(3, H, W)`` float32 RGB in [0, 1], ``(H, W)`` = ``image_size``.
+
+        An item that cannot be decoded is replaced by the next decodable one, with the same augmentation.
+        """
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        draws, scale = None, 1.0
+        if self.train:
+            # All random numbers are drawn before decoding, so a replaced item cannot shift the stream.
+            entropy = np.random.SeedSequence([self.seed % 2**64, self.epoch, index]).generate_state(2)
+            draws = torch.rand(4, generator=torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1])))
+            scale = self.scale[0] + (self.scale[1] - self.scale[0]) * float(draws[0])
+        for step in range(len(self)):
+            item = (index + step) % len(self)
+            if item in self._bad:
+                continue
+            try:
+                if len(self) <= _DECODED_CACHE_LIMIT:
+                    pixels = self._decoded(item)
+                    pixels = _resize(pixels, _covering_size(tuple(pixels.shape[1:]), self.image_size, scale))
+                else:
+                    with Image.open(io.BytesIO(self._read(item))) as image:
+                        pixels = _decode_covering(image, self.image_size, scale)
+            except _DECODE_ERRORS as error:
+                self._bad.add(item)
+                warnings.warn(f"skipping unreadable image {self.name(item)}: {_reason(error)} (using the next "
+                              "image instead)", DataWarning, stacklevel=2)
+                continue
+            return _crop(pixels, self.image_size, draws)
+        raise DataError(f"none of the {len(self):,} images in {self.sources} could be decoded")
+
+    def _decoded(self, item: int) -> Tensor:
+        """Pixels of ``item`` at the largest size any crop needs, decoded once per process (small data sets only:
+        a handful of large photos would otherwise be decoded and shrunk again for every crop)."""
+        if item not in self._cache:
+            with Image.open(io.BytesIO(self._read(item))) as image:
+                pixels = _pixels(ImageOps.exif_transpose(image))
+            largest = _covering_size(tuple(pixels.shape[1:]), self.image_size, self.scale[1])
+            self._cache[item] = _resize(pixels, largest) if largest[0] < pixels.shape[1] else pixels
+        return self._cache[item]
+
+    def _read(self, item: int) -> bytes:
+        file, size = int(self._file[item]), int(self._size[item])
+        if size < 0:
+            return Path(self._files[file]).read_bytes()
+        handle = self._shard(file)
+        handle.seek(int(self._offset[item]))
+        data = handle.read(size)
+        if len(data) != size:
+            raise OSError(f"tar member truncated ({len(data)} of {size} bytes)")
+        return data
+
+    def _shard(self, file: int) -> BinaryIO:
+        if self._pid != os.getpid():  # a forked worker must not share (and move) its parent's file positions
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        handle = self._handles.pop(file, None) or open(self._files[file], "rb")
+        self._handles[file] = handle  # most recently used last
+        if len(self._handles) > _MAX_OPEN_SHARDS:
+            self._handles.popitem(last=False)[1].close()
+        return handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # open files do not pickle (spawned workers): each process opens its own
+        state["_handles"], state["_pid"] = OrderedDict(), None
+        return state
+
+
+def load_image(path: str | os.PathLike[str]) -> Tensor:
+    """Read one image at full resolution.
+
+    Args:
+        path: an image file (any format and mode Pillow reads).
+
+    Returns:
+        ``(3, H, W)`` float32 RGB in [0, 1].
+
+    Raises:
+        DataError: the file is missing or not a readable image (the message names it).
+    """
+    try:
+        with Image.open(path) as image:
+            return _pixels(ImageOps.exif_transpose(image))
+    except _DECODE_ERRORS as error:
+        raise DataError(f"cannot read image '{path}': {_reason(error)}") from None
+
+
+def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple[int, int]) -> Tensor:
+    """Read images with the evaluation transform (shorter side resized, centre crop).
+
+    Args:
+        paths: image files.
+        image_size: crop size, ``S`` or ``(height, width)``.
+
+    Returns:
+        ``(B, 3, H, W)`` float32 RGB in [0, 1].
+
+    Raises:
+        DataError: no paths, or a file that is missing or unreadable (the message names it).
+    """
+    crop = _size_pair(image_size)
+    if not paths:
+        raise DataError("no image files given")
+    batch = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                batch.append(_crop(_decode_covering(image, crop), crop, None))
+        except _DECODE_ERRORS as error:
+            raise DataError(f"cannot read image '{path}': {_reason(error)}") from None
+    return torch.stack(batch)
+
+
+def default_data_root() -> Path:
+    """The shared data folder used by slow tests and benchmarks.
+
+    Returns:
+        ``$REPINV_SHARED_DATA`` when set, else ``<repo root>/../shared/data`` (it may not exist).
+    """
+    configured = os.environ.get("REPINV_SHARED_DATA")
+    return Path(configured).expanduser() if configured else Path(__file__).resolve().parents[2] / "shared" / "data"

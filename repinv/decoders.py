@@ -1,0 +1,445 @@
+"""Decoders: the up-convolutional networks that map features back to images, and the rule that sizes them.
+
+Two architectures follow Dosovitskiy & Brox (CVPR 2016): ``fc`` for feature vectors (the paper's Table 1: three
+fully connected layers, a reshape to 4x4, stride-2 up-convolutions) and ``conv`` for feature maps (convolutions at
+the input resolution, an optional contracting part, stride-2 up-convolutions). Both are sized by one
+deterministic rule from the feature shape, the output size and ``width``; docs/architecture.md states it in full.
+
+Decoders are built by name through the plugin registry (:func:`build_decoder`), so a third party's decoder is used
+exactly like these, and rebuilt from their JSON :meth:`Decoder.config` with :func:`decoder_from_config`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import InvalidOption, ShapeError, nearest_first
+from .representation import FeatureSpec, check_shape
+
+__all__ = [
+    "Decoder",
+    "conv_decoder",
+    "fc_decoder",
+    "build_decoder",
+    "decoder_from_config",
+    "up_steps",
+    "auto_contract",
+    "level_channels",
+]
+
+KERNEL = 5  # every convolution and up-convolution is 5x5, as in the paper
+SLOPE = 0.2  # leaky ReLU slope, as in the paper
+BASE_CHANNELS = 16  # a layer k up-convolutions before the output has 16 * 2**k channels (Table 1: 32, 64, 128, 256)
+MAX_CHANNELS = 256  # ... capped here (Table 1's widest up-convolution); both scale with ``width``
+FC_UNITS = 4096  # Table 1's fully connected layers
+FC_START = 4  # the fc decoder reshapes to a 4x4 map
+DEFAULT_CONVS = 3  # stride-1 convolutions at the input resolution of the conv decoder
+OUTPUT_BIAS = 0.5  # the untrained decoder predicts mid-grey, the centre of the [0, 1] image range
+
+
+# ---------------------------------------------------------------------------------------------------------- rule
+
+
+def up_steps(size: Sequence[int], output_size: Sequence[int]) -> int:
+    """The number of stride-2 up-convolutions from a map of ``size`` towards ``output_size``.
+
+    Per axis, the number ``u >= 0`` whose ``size * 2**u`` is nearest to the output size on a log scale (sizes
+    are integers, so there is never a tie); the decoder uses the larger over the two axes, so no axis is
+    enlarged at the end by more than a factor of sqrt(2).
+
+    Args:
+        size: ``(h, w)`` of the map the up-convolutions start from.
+        output_size: ``(H, W)`` of the image.
+
+    Returns:
+        The number of up-convolutions.
+    """
+    steps = 0
+    for start, target in zip(size, output_size):
+        u = 0
+        while start << (u + 1) <= target:
+            u += 1
+        # log-nearest: round up when target / (start * 2**u) >= sqrt(2), compared exactly in integers
+        if target * target >= (start * start) << (2 * u + 1):
+            u += 1
+        steps = max(steps, u)
+    return steps
+
+
+def _halved(size: Sequence[int], times: int) -> tuple[int, int]:
+    """The map size after ``times`` stride-2 convolutions (kernel 5, padding 2): ceil-halving per axis."""
+    h, w = int(size[0]), int(size[1])
+    for _ in range(times):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
+def level_channels(level: int, width: float = 1.0, max_channels: int | None = None) -> int:
+    """Channels of a layer whose output lies ``level`` up-convolutions before the decoder's output.
+
+    Args:
+        level: up-convolutions still to come after the layer; levels below 1 count as 1.
+        width: the channel multiplier.
+        max_channels: the cap; ``None`` means ``round(256 * width)``.
+
+    Returns:
+        ``min(max_channels, round(width * 16 * 2**level))``, at least 1.
+    """
+    cap = max(1, round(MAX_CHANNELS * width)) if max_channels is None else max_channels
+    return max(1, min(cap, round(width * BASE_CHANNELS * 2 ** max(1, level))))
+
+
+def auto_contract(shape: Sequence[int], output_size: Sequence[int]) -> int:
+    """The default number of contracting stride-2 convolutions of the conv decoder.
+
+    The largest ``c`` such that each of the first ``c`` contractions leaves a map that, at width 1, still holds at
+    least as many values as the input (``h_c * w_c * channels >= C * h * w``), contracting only maps whose sides
+    are both at least 2. So
+    the decoder aggregates over large regions (the paper contracts for HOG and LBP, which discard absolute
+    brightness) without a bottleneck that would lose what the features hold (deep layers are not contracted).
+    The result depends only on the feature shape and the output size, never on ``width``.
+
+    Args:
+        shape: ``(C, h, w)``.
+        output_size: ``(H, W)``.
+
+    Returns:
+        The number of contractions.
+    """
+    channels, size = int(shape[0]), (int(shape[1]), int(shape[2]))
+    values = channels * size[0] * size[1]
+    contract = 0
+    while min(_halved(size, contract)) >= 2:
+        bottom = _halved(size, contract + 1)
+        level = up_steps(bottom, output_size)
+        if bottom[0] * bottom[1] * level_channels(level) < values:
+            break
+        contract += 1
+    return contract
+
+
+# ---------------------------------------------------------------------------------------------------------- module
+
+
+class Decoder(nn.Module):
+    """A feature-to-image network built by :func:`conv_decoder` or :func:`fc_decoder`.
+
+    Args:
+        name: the registered decoder name.
+        spec: the feature shape it takes.
+        output_size: ``(H, W)`` of the images it predicts.
+        options: the resolved options (what :meth:`config` stores).
+        layers: the layers in order; the last one predicts RGB.
+        final_size: ``(h, w)`` the layers predict; resized bilinearly to ``output_size`` when different.
+
+    Attributes:
+        name: the registered decoder name (``"conv"`` or ``"fc"``).
+        spec: the feature shape it takes.
+        output_size: ``(H, W)`` of the images it predicts.
+        options: every option, automatic ones resolved, so that :meth:`config` rebuilds the same network.
+        layers: the layers, named like the paper's tables (``fc1``, ``conv1``, ``contract1``, ``upconv1``, ...).
+    """
+
+    def __init__(self, name: str, spec: FeatureSpec, output_size: tuple[int, int], options: dict[str, Any],
+                 layers: OrderedDict[str, nn.Module], final_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.name = name
+        self.spec = spec
+        self.output_size = output_size
+        self.options = options
+        self.layers = nn.Sequential(layers)
+        self._resize = final_size != output_size
+        # shrinking without antialiasing would alias; growing needs none
+        self._antialias = final_size[0] > output_size[0] or final_size[1] > output_size[1]
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Predict images from features.
+
+        Args:
+            features: a batch of features of the decoder's spec.
+
+        Returns:
+            Images, the last layer linear (neither activated nor clamped).
+
+        Raises:
+            ShapeError: features of another shape, or not floating point.
+
+        Shape:
+            features: ``(B, *spec.shape)``; returns ``(B, 3, *output_size)``.
+        """
+        check_shape(features, ("B", *self.spec.shape), what=f"features for the {self.name} decoder")
+        if not features.is_floating_point():
+            raise ShapeError(f"features for the {self.name} decoder must be floating point, got {features.dtype}")
+        images = self.layers(features)
+        if self._resize:
+            images = F.interpolate(images, size=self.output_size, mode="bilinear", align_corners=False,
+                                   antialias=self._antialias)
+        return images
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able description that :func:`decoder_from_config` rebuilds this architecture from.
+
+        Returns:
+            ``{"name": ..., "spec": [C, h, w] or [D], "output_size": [H, W], "options": {...}}``.
+        """
+        return {"name": self.name, "spec": list(self.spec.shape), "output_size": list(self.output_size),
+                "options": dict(self.options)}
+
+    def extra_repr(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self.options.items())
+        return f"name={self.name!r}, spec={self.spec}, output_size={self.output_size}, {options}"
+
+
+def _init(layer: nn.Module, gain: float, bias: float = 0.0) -> None:
+    """Kaiming-normal initialization with the fan-in each output value really sees.
+
+    A stride-2 transposed convolution sums over ``in_channels * k**2 / 4`` inputs per output on average, not
+    ``in_channels * k**2``; using the true fan-in keeps activations at unit scale through the up-convolutions.
+    """
+    if isinstance(layer, nn.Linear):
+        fan_in = layer.in_features
+    else:
+        assert isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
+        fan_in = layer.in_channels * KERNEL * KERNEL
+        if isinstance(layer, nn.ConvTranspose2d):
+            fan_in /= layer.stride[0] * layer.stride[1]
+    nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in))
+    nn.init.constant_(layer.bias, bias)
+
+
+def _stack(layers: OrderedDict[str, nn.Module], name: str, layer: nn.Module, final: bool = False) -> None:
+    """Append a layer, initialized, followed by a leaky ReLU unless it is the final one."""
+    if final:
+        _init(layer, gain=1.0, bias=OUTPUT_BIAS)
+        layers[name] = layer
+        return
+    _init(layer, gain=nn.init.calculate_gain("leaky_relu", SLOPE))
+    layers[name] = layer
+    layers[f"{name}_act"] = nn.LeakyReLU(SLOPE, inplace=True)
+
+
+def _up_path(layers: OrderedDict[str, nn.Module], channels: int, steps: int, width: float, cap: int) -> None:
+    """Append ``steps`` stride-2 up-convolutions, the last to RGB, or one 5x5 convolution to RGB when none."""
+    for j in range(1, steps + 1):
+        out = 3 if j == steps else level_channels(steps - j, width, cap)
+        _stack(layers, f"upconv{j}", nn.ConvTranspose2d(channels, out, KERNEL, stride=2, padding=KERNEL // 2,
+                                                        output_padding=1), final=j == steps)
+        channels = out
+    if steps == 0:
+        _stack(layers, "conv_out", nn.Conv2d(channels, 3, KERNEL, padding=KERNEL // 2), final=True)
+
+
+# ---------------------------------------------------------------------------------------------------------- options
+
+
+def _options(decoder: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge options over defaults, refusing unknown names with the valid ones listed (nearest first)."""
+    unknown = [key for key in given if key not in defaults]
+    if unknown:
+        valid = ", ".join(nearest_first(unknown[0], list(defaults)))
+        raise InvalidOption(f"unknown option {unknown[0]!r} for the {decoder} decoder; valid options: {valid}")
+    return {**defaults, **given}
+
+
+def _number(decoder: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise InvalidOption(f"option {key} of the {decoder} decoder must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _integer(decoder: str, key: str, value: Any, minimum: int) -> int:
+    """An integer option; an integral float (``2.0`` from JSON) counts."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidOption(f"option {key} of the {decoder} decoder must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _auto_integer(decoder: str, key: str, value: Any, minimum: int) -> int | None:
+    """An integer option that may be ``None`` or ``"auto"`` (returned as ``None``: the rule decides)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        return _integer(decoder, key, value, minimum)
+    except InvalidOption:
+        raise InvalidOption(f"option {key} of the {decoder} decoder must be an integer >= {minimum} or 'auto', "
+                            f"got {value!r}") from None
+
+
+def _size(value: Any, what: str) -> tuple[int, int]:
+    """``(H, W)`` from a pair of positive integers (a list from JSON counts) or one integer for a square."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
+        raise InvalidOption(f"{what} must be (H, W), two positive integers, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _spec(spec: FeatureSpec | Sequence[int]) -> FeatureSpec:
+    return spec if isinstance(spec, FeatureSpec) else FeatureSpec(tuple(spec))
+
+
+# ---------------------------------------------------------------------------------------------------------- builders
+
+
+def conv_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) -> Decoder:
+    """The decoder for feature maps: convolutions, an optional contracting part, stride-2 up-convolutions.
+
+    Args:
+        spec: a map ``(C, h, w)``.
+        output_size: ``(H, W)`` of the predicted images.
+        **options: ``width`` (number > 0, default 1.0: scales every channel count), ``max_channels`` (int, default
+            ``round(256 * width)``), ``convs`` (stride-1 convolutions at the input resolution, default 3),
+            ``contract`` (stride-2 convolutions before the up-convolutions, default ``"auto"``:
+            :func:`auto_contract`).
+
+    Returns:
+        The decoder.
+
+    Raises:
+        InvalidOption: a vector spec, an unknown option or a bad value.
+
+    Shape:
+        input ``(B, C, h, w)``; output ``(B, 3, H, W)``.
+    """
+    spec, output = _spec(spec), _size(output_size, "output_size")
+    if spec.kind != "map":
+        raise InvalidOption(f"the conv decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
+                            "use the fc decoder (decoder='fc', or leave the decoder unset to choose automatically)")
+    merged = _options("conv", options, {"width": 1.0, "max_channels": None, "convs": DEFAULT_CONVS,
+                                        "contract": "auto"})
+    width = _number("conv", "width", merged["width"])
+    cap = _auto_integer("conv", "max_channels", merged["max_channels"], 1)
+    cap = max(1, round(MAX_CHANNELS * width)) if cap is None else cap
+    convs = _integer("conv", "convs", merged["convs"], 0)
+    contract = _auto_integer("conv", "contract", merged["contract"], 0)
+    if contract is None:
+        contract = auto_contract(spec.shape, output)
+
+    bottom = _halved(spec.shape[1:], contract)
+    steps = up_steps(bottom, output)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = spec.shape[0]
+    for i in range(1, convs + 1):
+        out = level_channels(steps - contract, width, cap)
+        _stack(layers, f"conv{i}", nn.Conv2d(channels, out, KERNEL, padding=KERNEL // 2))
+        channels = out
+    for i in range(1, contract + 1):
+        out = level_channels(steps - contract + i, width, cap)
+        _stack(layers, f"contract{i}", nn.Conv2d(channels, out, KERNEL, stride=2, padding=KERNEL // 2))
+        channels = out
+    _up_path(layers, channels, steps, width, cap)
+    resolved = {"width": width, "max_channels": cap, "convs": convs, "contract": contract}
+    return Decoder("conv", spec, output, resolved, layers, (bottom[0] << steps, bottom[1] << steps))
+
+
+def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) -> Decoder:
+    """The decoder for feature vectors, the paper's Table 1: three fully connected layers, a reshape to 4x4,
+    stride-2 up-convolutions. A feature map is flattened first (the decoder then ignores its spatial layout).
+
+    Args:
+        spec: a vector ``(D,)`` or a map ``(C, h, w)``.
+        output_size: ``(H, W)`` of the predicted images.
+        **options: ``width`` (number > 0, default 1.0: scales every channel count and ``hidden``),
+            ``max_channels`` (int, default ``round(256 * width)``), ``hidden`` (units of each fully connected
+            layer but the last, default ``round(4096 * width)``).
+
+    Returns:
+        The decoder.
+
+    Raises:
+        InvalidOption: an unknown option or a bad value.
+
+    Shape:
+        input ``(B, *spec.shape)``; output ``(B, 3, H, W)``.
+    """
+    spec, output = _spec(spec), _size(output_size, "output_size")
+    merged = _options("fc", options, {"width": 1.0, "max_channels": None, "hidden": None})
+    width = _number("fc", "width", merged["width"])
+    cap = _auto_integer("fc", "max_channels", merged["max_channels"], 1)
+    cap = max(1, round(MAX_CHANNELS * width)) if cap is None else cap
+    hidden = _auto_integer("fc", "hidden", merged["hidden"], 1)
+    hidden = max(1, round(FC_UNITS * width)) if hidden is None else hidden
+
+    steps = up_steps((FC_START, FC_START), output)
+    start = level_channels(steps, width, cap)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    if spec.kind == "map":
+        layers["flatten"] = nn.Flatten(1)
+    _stack(layers, "fc1", nn.Linear(spec.numel, hidden))
+    _stack(layers, "fc2", nn.Linear(hidden, hidden))
+    _stack(layers, "fc3", nn.Linear(hidden, start * FC_START * FC_START))
+    layers["reshape"] = nn.Unflatten(1, (start, FC_START, FC_START))
+    _up_path(layers, start, steps, width, cap)
+    resolved = {"width": width, "max_channels": cap, "hidden": hidden}
+    return Decoder("fc", spec, output, resolved, layers, (FC_START << steps, FC_START << steps))
+
+
+# ---------------------------------------------------------------------------------------------------------- registry
+
+
+def build_decoder(spec: FeatureSpec, image_size: tuple[int, int] | int, decoder: str | None = None,
+                  output_size: tuple[int, int] | int | None = None, **options: Any) -> nn.Module:
+    """Build a decoder by registered name, choosing the architecture from the feature shape when none is named.
+
+    Args:
+        spec: the features it will take.
+        image_size: ``(H, W)`` of the images the features come from (an int for a square).
+        decoder: a registered decoder name; ``None`` picks ``"conv"`` for a map and ``"fc"`` for a vector.
+        output_size: ``(H, W)`` of the predicted images; ``None`` means ``image_size``.
+        **options: passed to the decoder's builder, which validates them.
+
+    Returns:
+        The decoder, whose ``config()`` rebuilds it with :func:`decoder_from_config`.
+
+    Raises:
+        UnknownName: no plugin registered ``decoder``.
+        InvalidOption: a bad size, an unknown option or a bad value.
+
+    Shape:
+        input ``(B, *spec.shape)``; output ``(B, 3, *output_size)``.
+    """
+    from .plugins import get_registry
+
+    spec = _spec(spec)
+    image = _size(image_size, "image_size")
+    output = image if output_size is None else _size(output_size, "output_size")
+    name = decoder if decoder is not None else ("conv" if spec.kind == "map" else "fc")
+    module = get_registry().get("decoder", name).obj(spec, output, **options)
+    if not isinstance(module, nn.Module) or not callable(getattr(module, "config", None)):
+        raise TypeError(f"the builder of decoder {name!r} must return an nn.Module with a config() method, "
+                        f"got {type(module).__name__}")
+    return module
+
+
+def decoder_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild a decoder from its ``config()``, through the registry (so third-party decoders work too).
+
+    Args:
+        config: ``{"name", "spec", "output_size", "options"}`` as :meth:`Decoder.config` returns it (possibly after
+            a JSON round trip); a third-party decoder's ``config()`` must use the same keys.
+
+    Returns:
+        A freshly initialized decoder with the same architecture (same state-dict keys and shapes).
+
+    Raises:
+        InvalidOption: a config without these keys.
+        UnknownName: no plugin registered its name.
+    """
+    from .plugins import get_registry
+
+    try:
+        name, shape, output = config["name"], config["spec"], config["output_size"]
+        options = dict(config.get("options") or {})
+    except (KeyError, TypeError, ValueError) as error:
+        raise InvalidOption(f"a decoder config needs the keys name, spec, output_size and options; got "
+                            f"{config!r} (missing {error})") from None
+    return get_registry().get("decoder", name).obj(FeatureSpec(tuple(shape)), _size(output, "output_size"),
+                                                   **options)

@@ -1,0 +1,107 @@
+"""The command line: one clear line and a non-zero exit for bad input; the commands' outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from repinv.cli import cli
+
+
+def _invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, photo_folder):
+    run = tmp_path_factory.mktemp("runs") / "hog"
+    result = _invoke("train", "--rep", "hog", "--data", str(photo_folder), "--image-size", "32", "--width", "0.05",
+                     "--steps", "2", "--batch-size", "4", "--workers", "0", "--out", str(run), "--quiet")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--rep", "nosuch"], ["unknown representation 'nosuch'", "available:", "hog"]),
+    (["--rep", "hog", "--rep-opt", "cell_size=banana"], ["cell_size", "banana"]),
+    (["--rep", "hog", "--rep-opt", "cellsize=4"], ["cellsize"]),
+    (["--rep", "hog:fc9"], ["unknown layer 'fc9' for hog"]),
+    (["--recipe", "nosuch"], ["unknown recipe 'nosuch'"]),
+    (["--rep", "hog", "--rep-opt", "novalue"], ["KEY=VALUE"]),
+    (["--rep", "hog", "--decoder", "nosuch"], ["unknown decoder 'nosuch'", "conv"]),
+    (["--rep", "hog", "--device", "cuda:7"], ["cuda:7"]),
+])
+def test_bad_training_input_gives_one_line(args, fragments, photo_folder, tmp_path):
+    if "--device" in args and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    _one_line_error(_invoke("train", *args, "--data", str(photo_folder), "--steps", "1", "--out",
+                            str(tmp_path / "r"), "--quiet"), *fragments)
+
+
+def test_empty_data_folder_gives_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _one_line_error(_invoke("train", "--rep", "hog", "--data", str(empty), "--steps", "1", "--out",
+                            str(tmp_path / "r"), "--quiet"), str(empty))
+
+
+def test_missing_checkpoint_gives_one_line(tmp_path):
+    _one_line_error(_invoke("evaluate", "--checkpoint", str(tmp_path / "nope")), "not found")
+
+
+def test_reps_lists_hog_with_its_shape():
+    result = _invoke("reps", "--image-size", "64")
+    assert result.exit_code == 0
+    assert "hog" in result.output and "31x8x8" in result.output
+    _one_line_error(_invoke("reps", "zzz*"), "no representation matches")
+
+
+def test_plugins_lists_core_and_hog():
+    result = _invoke("plugins")
+    assert "repinv.default_plugins" in result.output and "hog" in result.output
+
+
+def test_evaluate_prints_table_and_writes_json_and_grid(trained_run, photo_folder, tmp_path):
+    out = tmp_path / "eval.json"
+    result = _invoke("evaluate", "--checkpoint", str(trained_run), "--data", str(photo_folder), "--workers", "0",
+                     "--out", str(out), "--grid", str(tmp_path / "grid.png"))
+    assert result.exit_code == 0, result.output
+    assert "normalized error" in result.output and "mean image" in result.output
+    scores = json.loads(out.read_text())
+    assert scores["images"] == 12
+    assert set(scores["decoder"]) == {"normalized_error", "psnr", "ssim", "feature_error"}
+    assert set(scores["mean_image"]) == {"normalized_error", "psnr", "ssim"}
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_invert_images_and_features(trained_run, photo_folder, tmp_path):
+    images = sorted(str(p) for p in photo_folder.iterdir())[:3]
+    result = _invoke("invert", "--checkpoint", str(trained_run), *images, "--out", str(tmp_path / "rec"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "rec").iterdir()) == ["photo-00.png", "photo-01.png", "photo-02.png"]
+    save_file({"features": torch.rand(2, 31, 4, 4)}, str(tmp_path / "f.safetensors"))
+    result = _invoke("invert", "--checkpoint", str(trained_run), "--features", str(tmp_path / "f.safetensors"),
+                     "--out", str(tmp_path / "dec"))
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "dec").iterdir())) == 2
+    save_file({"features": torch.rand(2, 31, 5, 5)}, str(tmp_path / "bad.safetensors"))
+    _one_line_error(_invoke("invert", "--checkpoint", str(trained_run), "--features",
+                            str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "x")), "features must have shape")
+
+
+def test_help_is_there_for_every_command():
+    for command in ("reps", "plugins", "train", "invert", "evaluate"):
+        result = _invoke(command, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output

@@ -1,0 +1,146 @@
+"""Training: run directory contents, exact resume, time budget, validation with a best checkpoint, interrupts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from repinv.checkpoint import load_tensors, read_metadata
+from repinv.config import make_config
+from repinv.errors import CheckpointError, InvalidOption
+from repinv.inverter import load
+from repinv.train import PositionSampler, resume, train
+
+
+def _config(photo_folder, **overrides):
+    settings = dict(rep="hog", image_size=32, width=0.05, steps=4, batch_size=4, workers=0, data=[str(photo_folder)],
+                    log_every=1, sample_every=2, checkpoint_every=2, device="cpu")
+    settings.update(overrides)
+    return make_config(**settings)
+
+
+def test_run_directory_is_complete_and_self_describing(photo_folder, tmp_path):
+    result = train(_config(photo_folder), tmp_path / "run", show_progress=False)
+    run = result.run
+    assert result.step == 4 and result.stopped_by == "steps"
+    for name in ("decoder.safetensors", "state.safetensors", "state.json", "metrics.jsonl", "mean_image.safetensors",
+                 "samples/step-2.png", "samples/step-4.png"):
+        assert (run / name).is_file(), name
+    meta = read_metadata(run / "decoder.safetensors")
+    assert meta["representation"]["name"] == "hog" and meta["representation"]["options"]["cell_size"] == 8
+    assert meta["decoder"]["name"] == "conv" and meta["image_size"] == [32, 32] and meta["step"] == 4
+    assert meta["training"]["lr"] == 1e-3 and meta["training"]["betas"] == [0.9, 0.999]
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4]
+    assert all({"loss", "lr", "images_per_s"} <= set(line) for line in lines)
+    assert not (run / "encoder.safetensors").exists()  # HOG has no weights to store
+    inverter = load(run, "cpu")
+    assert inverter.reconstruct(torch.rand(2, 3, 32, 32)).shape == (2, 3, 32, 32)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(photo_folder, tmp_path):
+    straight = train(_config(photo_folder, steps=6), tmp_path / "straight", show_progress=False)
+    train(_config(photo_folder, steps=3), tmp_path / "split", show_progress=False)
+    resumed = resume(tmp_path / "split", steps=6, show_progress=False)
+    assert resumed.step == 6
+    a = load_tensors(straight.run / "decoder.safetensors")
+    b = load_tensors(resumed.run / "decoder.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_schedule_halves_rate_at_50_75_90_percent(photo_folder, tmp_path):
+    train(_config(photo_folder, steps=20, sample_every=100, checkpoint_every=100), tmp_path / "r",
+          show_progress=False)
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rates[8] == 1e-3 and rates[9] == 5e-4 and rates[14] == 2.5e-4 and rates[17] == 1.25e-4
+
+
+def test_resume_refuses_changing_what_defines_the_run(photo_folder, tmp_path):
+    train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
+    with pytest.raises(InvalidOption, match="cannot change rep when resuming"):
+        resume(tmp_path / "run", rep="lbp", show_progress=False)
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        train(_config(photo_folder), tmp_path / "run", show_progress=False)
+
+
+def test_time_budget_stops_cleanly_with_a_checkpoint(photo_folder, tmp_path):
+    result = train(_config(photo_folder, steps=100_000, time_budget=0.5), tmp_path / "run", show_progress=False)
+    assert result.stopped_by == "time_budget" and 0 < result.step < 100_000
+    assert read_metadata(tmp_path / "run" / "state.safetensors")["step"] == result.step
+
+
+def test_validation_keeps_the_best_checkpoint(photo_folder, tmp_path):
+    result = train(_config(photo_folder, val_data=[str(photo_folder)], val_every=2), tmp_path / "run",
+                   show_progress=False)
+    assert set(result.validation) >= {"normalized_error", "psnr", "ssim"}
+    vals = [json.loads(line)["val"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if "val" in json.loads(line)]
+    assert len(vals) == 2
+    best = read_metadata(tmp_path / "run" / "best" / "decoder.safetensors")
+    assert best["metrics"]["validation"]["normalized_error"] == min(v["normalized_error"] for v in vals)
+
+
+def test_position_sampler_is_endless_resumable_and_splits_ranks():
+    full = PositionSampler(5, seed=1)
+    stream = [i for _, i in zip(range(12), full)]
+    assert sorted(v % 5 for v in stream[:5]) == list(range(5))  # one epoch is a permutation
+    assert [v // 5 for v in stream] == [0] * 5 + [1] * 5 + [2] * 2  # virtual indices carry the epoch
+    later = [i for _, i in zip(range(5), PositionSampler(5, seed=1, start=7))]
+    assert later == stream[7:12]
+    rank0 = [i for _, i in zip(range(6), PositionSampler(5, seed=1, rank=0, world=2))]
+    rank1 = [i for _, i in zip(range(6), PositionSampler(5, seed=1, rank=1, world=2))]
+    assert rank0 == stream[0:12:2] and rank1 == stream[1:12:2]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(photo_folder, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "repinv", "train", "--rep", "hog", "--data", str(photo_folder), "--image-size",
+               "32", "--width", "0.05", "--batch-size", "4", "--workers", "0", "--steps", "100000", "--out", str(run),
+               "--quiet"]
+    env = {**os.environ}
+    process = subprocess.Popen(command + ["--recipe", str(_fast_checkpoint_recipe(tmp_path))], env=env)
+    deadline = time.monotonic() + 120
+    while not (run / "state.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = read_metadata(run / "state.safetensors")["step"]
+    assert saved > 0
+    resumed = subprocess.run([sys.executable, "-m", "repinv", "train", "--resume", str(run), "--steps",
+                              str(saved + 3), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"step {saved + 3}" in resumed.stdout
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == saved + 3
+
+
+def test_sigterm_saves_and_reports_how_to_resume(photo_folder, tmp_path):
+    run = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "repinv", "train", "--rep", "hog", "--data", str(photo_folder),
+                                "--image-size", "32", "--width", "0.05", "--batch-size", "4", "--workers", "0",
+                                "--steps", "100000", "--out", str(run), "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert "training interrupted at step" in stderr and f"--resume {run}" in stderr
+    assert "Traceback" not in stderr
+    assert read_metadata(run / "state.safetensors")["step"] > 0
+
+
+def _fast_checkpoint_recipe(tmp_path):
+    path = tmp_path / "fast.toml"
+    path.write_text("checkpoint_every = 5  # checkpoint often so the kill loses little\nlog_every = 1\n")
+    return path
