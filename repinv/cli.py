@@ -131,6 +131,8 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
                  decoder_options=parse_options(decoder_opts, "--decoder-opt"),
                  data=list(flags["data"]), val_data=list(flags["val_data"]))
     if resume:
+        if recipe:
+            raise click.UsageError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
         result = api.resume(resume, show_progress=not quiet, **flags)
     else:
         config = make_config(recipe, **flags)

@@ -39,7 +39,7 @@ def nearest_first(name: str | None, candidates: Iterable[str]) -> list[str]:
         The candidates, closest matches first, the rest in their original order.
     """
     candidates = list(candidates)
-    if not name:
+    if not name or not candidates:
         return candidates
     close = difflib.get_close_matches(name, candidates, n=len(candidates), cutoff=0.5)
     prefixed = [c for c in candidates if c not in close and (c.startswith(name) or name.startswith(c))]
@@ -94,6 +94,8 @@ class UnknownVariant(RepinvError):
 
     def _message(self) -> str:
         family = f" for {self.family}" if self.family else ""
+        if self.variant and not self.available:
+            return f"unknown variant {self.variant!r}{family}: it has no variants; give the name without ':'"
         what = f"unknown layer {self.variant!r}" if self.variant else "a layer is required"
         return f"{what}{family}; available: {_listing(self.available) or '(none)'}"
 

@@ -376,8 +376,10 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     saved = read_metadata(run / "state.safetensors")["training"]
     values = dict(saved)
     for name, value in changes.items():
-        if value is None or name not in values:
-            continue
+        if value is None or (isinstance(value, (list, tuple, dict)) and not value):
+            continue  # not given
+        if name not in values:
+            raise InvalidOption(f"unknown setting {name!r}")
         if name not in RESUMABLE_SETTINGS and _normalize(value) != _normalize(saved[name]):
             raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
                                 f"not {value!r} (start a new run instead)")

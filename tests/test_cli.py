@@ -37,7 +37,7 @@ def _one_line_error(result, *fragments: str) -> None:
     (["--rep", "nosuch"], ["unknown representation 'nosuch'", "available:", "hog"]),
     (["--rep", "hog", "--rep-opt", "cell_size=banana"], ["cell_size", "banana"]),
     (["--rep", "hog", "--rep-opt", "cellsize=4"], ["cellsize"]),
-    (["--rep", "hog:fc9"], ["unknown layer 'fc9' for hog"]),
+    (["--rep", "hog:fc9"], ["unknown variant 'fc9' for hog: it has no variants"]),
     (["--recipe", "nosuch"], ["unknown recipe 'nosuch'"]),
     (["--rep", "hog", "--rep-opt", "novalue"], ["KEY=VALUE"]),
     (["--rep", "hog", "--decoder", "nosuch"], ["unknown decoder 'nosuch'", "conv"]),
@@ -105,3 +105,15 @@ def test_help_is_there_for_every_command():
     for command in ("reps", "plugins", "train", "invert", "evaluate"):
         result = _invoke(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_every_option_is_in_the_cli_reference():
+    from conftest import REPO
+
+    reference = (REPO / "docs" / "cli.md").read_text()
+    for name, command in cli.commands.items():
+        assert f"## repinv {name}" in reference
+        for parameter in command.params:
+            for flag in getattr(parameter, "opts", []):
+                if flag.startswith("--"):
+                    assert flag in reference, f"{flag} of repinv {name} is missing from docs/cli.md"
