@@ -34,7 +34,7 @@ from .inverter import Inverter, resolve_device
 from .progress import progress_bar
 from .representation import Representation, create_representation
 
-__all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
+__all__ = ["train", "resume", "learning_rate_factor", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
 #: Settings a resumed run may change; everything else must match the run being continued.
 RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "device", "log_every", "sample_every",
@@ -97,14 +97,17 @@ class _TrainingSamples(Dataset):
             return image, self.representation(image.unsqueeze(0))[0]
 
 
-def _learning_rate_factor(schedule: str, total: int):
-    def paper(step: int) -> float:  # halved at 50%, 75% and 90% of training
-        return 0.5 ** sum(step >= total * m for m in (0.5, 0.75, 0.9))
+def learning_rate_factor(schedule: str, progress: float) -> float:
+    """The learning rate, relative to the initial one, at ``progress`` ∈ [0, 1] of training.
 
-    def cosine(step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-    return {"paper": paper, "cosine": cosine, "constant": lambda step: 1.0}[schedule]
+    ``paper`` halves it at 50%, 75% and 90% (the paper: "gradually decreased towards the end"); ``cosine`` anneals
+    it to zero; ``constant`` keeps it.
+    """
+    if schedule == "paper":
+        return 0.5 ** sum(progress >= milestone for milestone in (0.5, 0.75, 0.9))
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
 
 
 def _encoder_needs_saving(config: TrainConfig, representation: Representation) -> bool:
@@ -148,8 +151,6 @@ class _Trainer:
         self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas,
                                           weight_decay=config.weight_decay)
         self.total = config.total_steps(len(self.data))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           _learning_rate_factor(config.schedule, self.total))
         self.step, self.elapsed = 0, 0.0
         self.mean_sum = torch.zeros(3, *self.size, dtype=torch.float64, device=self.device)
         self.best_error = math.inf
@@ -211,10 +212,6 @@ class _Trainer:
         torch.set_rng_state(tensors["rng.cpu"].cpu())
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
-        # The schedule follows the (possibly changed) total number of steps, not the saved rate.
-        self.scheduler.last_epoch = self.step
-        for group, rule in zip(self.optimizer.param_groups, self.scheduler.lr_lambdas):
-            group["lr"] = group["initial_lr"] * rule(self.step)
 
     # ---------------------------------------------------------------- logging, samples, validation
     def _log(self, record: dict[str, Any]) -> None:
@@ -286,11 +283,17 @@ class _Trainer:
                 advance(self.step)
                 batches = iter(self._loader())
                 while self.step < self.total:
+                    # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
+                    # still anneals its rate before it stops.
+                    progress = self.step / self.total
+                    if config.time_budget is not None:
+                        progress = max(progress, (time.monotonic() - started) / config.time_budget)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = config.lr * learning_rate_factor(config.schedule, progress)
                     loss, images = self._loss(next(batches))
                     self.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     self.optimizer.step()
-                    self.scheduler.step()
                     self.step += 1
                     self.mean_sum += images.detach().sum(0, dtype=torch.float64)
                     window_loss, window_steps = window_loss + loss.item(), window_steps + 1

@@ -16,7 +16,7 @@ from repinv.checkpoint import load_tensors, read_metadata
 from repinv.config import make_config
 from repinv.errors import CheckpointError, InvalidOption
 from repinv.inverter import load
-from repinv.train import PositionSampler, resume, train
+from repinv.train import PositionSampler, learning_rate_factor, resume, train
 
 
 def _config(photo_folder, **overrides):
@@ -60,7 +60,22 @@ def test_schedule_halves_rate_at_50_75_90_percent(photo_folder, tmp_path):
     train(_config(photo_folder, steps=20, sample_every=100, checkpoint_every=100), tmp_path / "r",
           show_progress=False)
     rates = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert rates[8] == 1e-3 and rates[9] == 5e-4 and rates[14] == 2.5e-4 and rates[17] == 1.25e-4
+    # the rate logged at step k is the one step k used, at progress (k - 1) / 20
+    assert rates[9] == 1e-3 and rates[10] == 5e-4 and rates[15] == 2.5e-4 and rates[18] == 1.25e-4
+
+
+def test_schedules():
+    assert [learning_rate_factor("paper", p) for p in (0.0, 0.49, 0.5, 0.75, 0.9, 1.0)] == [
+        1, 1, 0.5, 0.25, 0.125, 0.125]
+    assert learning_rate_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert learning_rate_factor("constant", 0.99) == 1.0
+
+
+def test_time_budget_anneals_the_rate_before_stopping(photo_folder, tmp_path):
+    train(_config(photo_folder, steps=100_000, time_budget=3.0, sample_every=10**6, checkpoint_every=10**6),
+          tmp_path / "r", show_progress=False)
+    rates = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rates[0] == 1e-3 and rates[-1] == 1.25e-4
 
 
 def test_resume_refuses_changing_what_defines_the_run(photo_folder, tmp_path):

@@ -40,8 +40,10 @@ DEFAULTS: dict[str, Any] = {"cell_size": 8, "orientations": 9, "bilinear_orienta
 
 # VLFeat multiplies by the float 1.0f / sqrtf(18.0f), whatever the number of orientations.
 _TEXTURE_SCALE = float(torch.tensor(1.0 / math.sqrt(18.0), dtype=torch.float32))
-# Images are processed in chunks of about this many pixels, so per-pixel temporaries stay in cache.
+# Images are processed in chunks of about this many pixels: on CPU so per-pixel temporaries stay in cache, on
+# GPUs to bound memory (about 100 bytes per pixel) while keeping kernels large.
 _CHUNK_PIXELS = 1 << 17
+_CHUNK_PIXELS_ACCELERATOR = 1 << 23
 
 
 def hog_grid_size(image_size: tuple[int, int], cell_size: int) -> tuple[int, int]:
@@ -55,8 +57,9 @@ def direction_table(orientations: int, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> Tensor:
     """VLFeat's ``(2, n)`` table of ``cos`` and ``sin`` of ``k pi / n``: computed in double, stored as float32."""
     angles = [k * math.pi / orientations for k in range(orientations)]
-    table = torch.tensor([[math.cos(a) for a in angles], [math.sin(a) for a in angles]], dtype=torch.float32)
-    return table.to(device=device, dtype=dtype)
+    with torch.inference_mode(False):  # cached: must stay usable outside inference mode
+        table = torch.tensor([[math.cos(a) for a in angles], [math.sin(a) for a in angles]], dtype=torch.float32)
+        return table.to(device=device, dtype=dtype)
 
 
 class _Polar(torch.autograd.Function):
@@ -88,18 +91,19 @@ class _Polar(torch.autograd.Function):
         return grad_x * live, grad_y * live
 
 
-def _vlfeat_bins(gx: Tensor, gy: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+def _vlfeat_bins(gx: Tensor, gy: Tensor, table: Tensor, second: bool = True) -> tuple[Tensor, Tensor]:
     """The two directed bins VLFeat's loop picks, float op by float op: ``(P,)`` gradients → two ``(P,)`` int64.
 
     VLFeat scores undirected orientation ``k`` by ``gx * cos_k + gy * sin_k`` (raw gradient, two roundings and a
     sum), flips a negative score to bin ``k + n``, and scans ``k`` upwards keeping the first strictly largest
-    (from an initial -1) and, among the others, the first strictly largest as the second bin.
+    (from an initial -1) and, among the others, the first strictly largest as the second bin (computed only
+    when ``second``; otherwise the first bin is returned twice).
     """
     n = table.shape[1]
     scores = gx * table[0, :, None] + gy * table[1, :, None]
     magnitudes = scores.abs()
     best = magnitudes.max(dim=0).indices  # the first maximal index, like the strict ">" scan
-    runner_up = magnitudes.scatter_(0, best[None], -1.0).max(dim=0).indices if n > 1 else best
+    runner_up = magnitudes.scatter_(0, best[None], -1.0).max(dim=0).indices if second and n > 1 else best
     signs = scores.gather(0, torch.stack([best, runner_up])) < 0
     return best + n * signs[0], runner_up + n * signs[1]
 
@@ -140,7 +144,7 @@ def _orientation_bins(angle: Tensor, gx: Tensor, gy: Tensor, table: Tensor,
         replay = offset.abs_() > 0.5 - margin
     flat = replay.view(-1).nonzero().squeeze(1)
     if flat.numel():
-        first, runner_up = _vlfeat_bins(gx.reshape(-1)[flat], gy.reshape(-1)[flat], table)
+        first, runner_up = _vlfeat_bins(gx.reshape(-1)[flat], gy.reshape(-1)[flat], table, second is not None)
         nearest.view(-1)[flat] = first
         if second is not None:
             second.view(-1)[flat] = runner_up
@@ -249,6 +253,7 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
     """
     batch, height, width = gray.shape
     n = orientations
+    gray = gray.contiguous()  # e.g. channels-last images: the flat views below need a plain layout
     if geometry is None:
         geometry = spatial_geometry(height, width, cell_size, gray.device, gray.dtype)
     table = direction_table(n, gray.device, gray.dtype)
@@ -335,15 +340,19 @@ class HOG(Representation):
             images: ``(B, 3, H, W)`` RGB images, float in [0, 1].
 
         Returns:
-            ``(B, 3n + 4, h, w)`` features in the images' dtype.
+            ``(B, 3n + 4, h, w)`` features in the images' dtype (computed in float32 for half precision).
         """
         height, width = check_images(images)
         self._check_size(height, width)
+        dtype = images.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # bins and norms need more than 8-11 bits of mantissa
+            images = images.float()
         geometry = self._cached_geometry(height, width, images)
-        step = max(1, _CHUNK_PIXELS // (height * width))
+        chunk = _CHUNK_PIXELS if images.device.type == "cpu" else _CHUNK_PIXELS_ACCELERATOR
+        step = max(1, chunk // (height * width))
         chunks = [hog_uoctti(rgb_to_gray(part)[:, 0], self.cell_size, self.orientations,
                              self.bilinear_orientations, geometry) for part in images.split(step)]
-        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+        return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """``FeatureSpec((3n + 4, h, w))`` from VLFeat's grid rule, without computing anything."""
@@ -371,7 +380,8 @@ class HOG(Representation):
         if key not in self._geometry:
             if len(self._geometry) >= 16:  # many sizes (e.g. multi-scale use): keep memory bounded
                 self._geometry.clear()
-            self._geometry[key] = spatial_geometry(height, width, self.cell_size, like.device, like.dtype)
+            with torch.inference_mode(False):  # cached: must stay usable by autograd later
+                self._geometry[key] = spatial_geometry(height, width, self.cell_size, like.device, like.dtype)
         return self._geometry[key]
 
 

@@ -223,6 +223,16 @@ def test_gradients_finite_on_flat_regions(bilinear: bool) -> None:
     assert images.grad.abs().sum() > 0
 
 
+def test_gradients_after_inference_mode() -> None:
+    # Cached per-size tensors created under inference mode must not poison later autograd use.
+    hog = HOG(cell_size=4)
+    with torch.inference_mode():
+        hog(torch.rand(2, 3, 24, 20))
+    images = torch.rand(2, 3, 24, 20, requires_grad=True)
+    hog(images).sum().backward()
+    assert images.grad is not None
+
+
 def test_bilinear_gradients_see_orientation() -> None:
     # Hard assignment is piecewise constant in the angle; bilinear assignment is not.
     generator = torch.Generator().manual_seed(0)
@@ -272,12 +282,19 @@ def test_attributes_and_config() -> None:
     assert "cell_size=4" in repr(hog)
 
 
-def test_dtypes() -> None:
+def test_dtypes_and_layouts() -> None:
     images = torch.rand(2, 3, 40, 36)
+    reference = HOG()(images)
     hog = HOG().to(torch.float64)
     features = hog(images.double())
     assert features.dtype == torch.float64
-    torch.testing.assert_close(features.float(), HOG()(images), atol=1e-4, rtol=0)
+    torch.testing.assert_close(features.float(), reference, atol=1e-4, rtol=0)
+    half = hog(images.half())  # computed in float32, returned in the input's dtype
+    assert half.dtype == torch.float16 and torch.isfinite(half).all()
+    channels_last = images.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(hog(channels_last), reference, atol=0, rtol=0)
+    strided = torch.rand(2, 3, 40, 72)[..., ::2]
+    torch.testing.assert_close(hog(strided), hog(strided.contiguous()), atol=0, rtol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
