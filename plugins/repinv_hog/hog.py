@@ -63,7 +63,7 @@ def direction_table(orientations: int, device: torch.device | str = "cpu",
 
 
 class _Polar(torch.autograd.Function):
-    """Gradient magnitude (rounded as VLFeat's ``sqrtf(gx*gx + gy*gy)``) and angle.
+    """Gradient magnitude (VLFeat's ``sqrtf(gx*gx + gy*gy)``, to an ulp) and angle ``atan2(gy, gx)``.
 
     Autograd's own ``sqrt`` and ``atan2`` give NaN gradients where the image gradient vanishes (flat regions are
     common); such pixels contribute nothing, so their gradient is zero here.
@@ -226,11 +226,11 @@ def spatial_geometry(height: int, width: int, cell_size: int, device: torch.devi
 
 
 def _vote(histogram: Tensor, bins: Tensor, votes: Tensor, geometry: Geometry) -> None:
-    """Add ``votes`` ``(B, P)`` to orientation ``bins`` ``(B, P)`` of ``histogram`` ``(B, 2n * plane)``, 4 cells each."""
+    """Add ``votes`` ``(B, P)`` to orientation ``bins`` ``(B, P)`` of ``histogram`` ``(B, 2n * plane)`` (4 cells)."""
     plane = (geometry.rows + 2) * (geometry.columns + 2)
     target = torch.add(geometry.base, bins, alpha=plane)
     # One index serves all four cells: each corner writes into the histogram shifted by its offset.
-    for weight, offset in zip(geometry.weights, geometry.offsets):
+    for weight, offset in zip(geometry.weights, geometry.offsets, strict=True):
         histogram[:, offset:].scatter_add_(1, target, votes * weight)
 
 
@@ -246,7 +246,7 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
         geometry: :func:`spatial_geometry` for this size, device and dtype (computed when ``None``).
 
     Returns:
-        The features.
+        The features, channels in VLFeat's order (directed, undirected, texture).
 
     Shape:
         ``(B, H, W)`` → ``(B, 3n + 4, (H + cell_size // 2) // cell_size, (W + cell_size // 2) // cell_size)``.
@@ -366,6 +366,7 @@ class HOG(Representation):
                 "bilinear_orientations": self.bilinear_orientations}
 
     def extra_repr(self) -> str:
+        """The options, for ``repr``."""
         return ", ".join(f"{key}={value}" for key, value in self.config().items())
 
     def _check_size(self, height: int, width: int) -> None:
