@@ -102,6 +102,8 @@ def plugins() -> None:
 @click.option("--val-data", multiple=True, help="Validation images; keeps the best checkpoint in RUN/best.")
 @click.option("--image-size", type=int, help="Training crop side in pixels.")
 @click.option("--output-size", type=int, help="Decoder output side (default: the image size).")
+@click.option("--scale", type=float, nargs=2, metavar="LO HI",
+              help="Random zoom range before cropping, e.g. 1 3 (data augmentation; default 1 1).")
 @click.option("--steps", type=int, help="Optimizer steps.")
 @click.option("--epochs", type=float, help="Passes over the data (when --steps is not given).")
 @click.option("--batch-size", type=int, help="Images per step.")
