@@ -1,20 +1,43 @@
-"""repinv: invert image representations with up-convolutional networks (Dosovitskiy & Brox, CVPR 2016)."""
+"""repinv: invert image representations with up-convolutional networks (Dosovitskiy & Brox, CVPR 2016).
 
+The flat public API: create a representation by name, train a decoder for it, load a run, reconstruct, evaluate.
+
+    >>> import repinv
+    >>> config = repinv.make_config("hog-64", data=["builtin"], steps=100)
+    >>> result = repinv.train(config, "runs/hog")
+    >>> inverter = repinv.load("runs/hog")
+    >>> reconstructions = inverter.reconstruct(images)
+"""
+
+__version__ = "0.1.0"  # first: modules imported below record it in checkpoints
+
+from .config import TrainConfig, list_recipes, load_recipe, make_config
+from .data import DataWarning, ImageDataset, load_image, load_images
+from .decoders import build_decoder, decoder_from_config
 from .errors import (CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError, ShapeError,
                      UnknownName, UnknownRepresentation, UnknownVariant, WeightsUnavailable)
+from .evaluate import evaluate
 from .hookspecs import hookimpl, hookspec
+from .inverter import Inverter, load
+from .metrics import psnr, ssim
 from .plugins import get_registry, register_plugin, reset_plugins, unregister_plugin
 from .representation import (FeatureSpec, Representation, check_images, check_shape, create_representation,
                              list_representations, rgb_to_gray)
-
-__version__ = "0.1.0"
+from .train import TrainResult, TrainingInterrupted, resume, train
 
 __all__ = [
     "__version__",
-    "CheckpointError", "DataError", "InvalidOption", "NotDifferentiable", "RepinvError", "ShapeError",
+    # representations and plugins
+    "FeatureSpec", "Representation", "create_representation", "list_representations", "check_images",
+    "check_shape", "rgb_to_gray", "hookimpl", "hookspec", "get_registry", "register_plugin", "unregister_plugin",
+    "reset_plugins",
+    # decoders, data, training
+    "build_decoder", "decoder_from_config", "ImageDataset", "load_image", "load_images", "DataWarning",
+    "TrainConfig", "make_config", "load_recipe", "list_recipes", "train", "resume", "TrainResult",
+    "TrainingInterrupted",
+    # using a trained decoder
+    "Inverter", "load", "evaluate", "psnr", "ssim",
+    # errors
+    "RepinvError", "CheckpointError", "DataError", "InvalidOption", "NotDifferentiable", "ShapeError",
     "UnknownName", "UnknownRepresentation", "UnknownVariant", "WeightsUnavailable",
-    "hookimpl", "hookspec",
-    "get_registry", "register_plugin", "reset_plugins", "unregister_plugin",
-    "FeatureSpec", "Representation", "check_images", "check_shape", "create_representation",
-    "list_representations", "rgb_to_gray",
 ]

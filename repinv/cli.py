@@ -127,7 +127,8 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         repinv train --rep alexnet:fc8 --rep-opt weights=none --data photos/
         repinv train --resume runs/hog-64 --steps 40000
     """
-    from . import train as api
+    from .train import resume as resume_run
+    from .train import train as train_run
 
     flags.update(rep_options=parse_options(rep_opts, "--rep-opt"),
                  decoder_options=parse_options(decoder_opts, "--decoder-opt"),
@@ -135,11 +136,11 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
     if resume:
         if recipe:
             raise click.UsageError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
-        result = api.resume(resume, show_progress=not quiet, **flags)
+        result = resume_run(resume, show_progress=not quiet, **flags)
     else:
         config = make_config(recipe, **flags)
         out = out or f"runs/{config.rep.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        result = api.train(config, out, show_progress=not quiet)
+        result = train_run(config, out, show_progress=not quiet)
     how = "time budget reached" if result.stopped_by == "time_budget" else "done"
     console.print(f"[bold]{how}[/]: step {result.step}, loss {result.loss:.4f}, run in {result.run}")
     if result.validation:
@@ -160,13 +161,13 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
-    from . import evaluate as evaluate_module
+    from .evaluate import evaluate as score
     from .data import ImageDataset
     from .invert import write_comparison_grid
     from .inverter import load
 
     inverter = load(run, device)
-    result = evaluate_module.evaluate(inverter, list(data), batch_size=batch_size, limit=limit,
+    result = score(inverter, list(data), batch_size=batch_size, limit=limit,
                                       workers=workers, show_progress=True)
     result.update(checkpoint=str(run), data=list(data))
     metrics = [("normalized_error", "normalized error ↓", "{:.4f}"), ("psnr", "PSNR dB ↑", "{:.2f}"),

@@ -121,6 +121,7 @@ class MethodScores:
     distance: float = 0.0  # sum of ‖x − x̂‖₂
     psnr: float = 0.0
     ssim: float = 0.0
+    ssim_count: int = 0  # images large enough for SSIM's 11x11 window
     feature_distance: float = 0.0  # sum of ‖Φ(x̂) − Φ(x)‖²
     feature_count: int = 0
 
@@ -133,6 +134,7 @@ class MethodScores:
         self.psnr += psnr(images, reconstructions).double().sum().item()
         if min(images.shape[-2:]) >= 11:
             self.ssim += ssim(images, reconstructions).double().sum().item()
+            self.ssim_count += images.shape[0]
         if features is not None and reconstruction_features is not None:
             diff = (reconstruction_features.float() - features.float()).flatten(1)
             self.feature_distance += diff.pow(2).sum(1).double().sum().item()
@@ -166,7 +168,7 @@ class ErrorScale:
         result = {
             "normalized_error": scores.distance / scores.count / image_scale,
             "psnr": scores.psnr / scores.count,
-            "ssim": scores.ssim / scores.count if scores.ssim else math.nan,
+            "ssim": scores.ssim / scores.ssim_count if scores.ssim_count else math.nan,
         }
         if scores.feature_count and self._features.seen >= 2:
             feature_scale = mean_pairwise_distance(self._features.stack(), squared=True)
