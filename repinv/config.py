@@ -186,5 +186,7 @@ def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     values = load_recipe(recipe) if recipe else {}
     given = {k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (dict, list, tuple))
                                                                            and len(v) == 0)}
-    values.update(_check_overrides(given, "settings"))
+    for name, value in _check_overrides(given, "settings").items():
+        # Option dicts merge, so `--decoder-opt width=0.5` keeps the recipe's other decoder options.
+        values[name] = {**values.get(name, {}), **value} if isinstance(value, dict) else value
     return TrainConfig(**values).validate()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -271,7 +272,11 @@ class _Trainer:
     def run_loop(self) -> TrainResult:
         config = self.config
         stop_requested: list[str] = []
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("SIGTERM"))
+        # SIGTERM (a scheduler preempting the job) stops at the next step with a checkpoint; only the main
+        # thread may install handlers, so a run started from another thread goes without.
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("SIGTERM")) if in_main_thread \
+            else None
         samples = self._sample_images()
         started, last_save, window_loss, window_steps = time.monotonic(), time.monotonic(), 0.0, 0
         session_start_elapsed, window_start, window_images = self.elapsed, time.monotonic(), 0
@@ -330,7 +335,8 @@ class _Trainer:
             raise TrainingInterrupted(f"training interrupted at step {self.step}; checkpoint saved; continue with "
                                       f"`repinv train --resume {self.run}`") from None
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if in_main_thread:
+                signal.signal(signal.SIGTERM, previous)
         if self.step % config.sample_every:
             self._write_samples(samples)
         if config.val_data and self.step % config.val_every:

@@ -57,3 +57,8 @@ def test_total_steps_from_epochs():
 def test_invalid_ranges_are_refused():
     with pytest.raises(InvalidOption, match="batch_size"):
         make_config(batch_size=0)
+
+
+def test_option_dicts_merge_with_the_recipe():
+    config = make_config("hog-64", decoder_options={"convs": 2})
+    assert config.decoder_options == {"contract": 0, "convs": 2}
