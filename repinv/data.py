@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.io import decode_jpeg
 
 from .errors import DataError, InvalidOption
 
@@ -77,6 +78,7 @@ _ACCEPTED = ("a source is a folder of images (JPEG, PNG, BMP, WebP, TIFF), an im
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 #: Tar shards kept open per process: enough for random access over a large shard set, well below fd limits.
 _MAX_OPEN_SHARDS = 64
+_SMALL_JPEG_BYTES = 48 * 1024  # JPEGs up to this size decode through torchvision (see _small_jpeg)
 _DECODED_CACHE_LIMIT = 32  # data sets this small keep their decoded images in memory (see ImageDataset._decoded)
 _ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
 
@@ -233,6 +235,21 @@ def _decode_covering(image: Image.Image, crop: tuple[int, int], scale: float = 1
     return _resize(_pixels(ImageOps.exif_transpose(image)), size)
 
 
+def _small_jpeg(data: bytes) -> Tensor | None:
+    """Decode a small 8-bit gray or RGB JPEG with torchvision's libjpeg-turbo path (about 3x faster than Pillow on
+    64x64 photos, where decoding is most of a training step's data cost); ``None`` leaves it to Pillow (large
+    files, which Pillow can decode at reduced size, CMYK, and anything unusual)."""
+    if len(data) > _SMALL_JPEG_BYTES or not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=True)
+    except RuntimeError:
+        return None
+    if pixels.shape[0] not in (1, 3):
+        return None
+    return pixels.expand(3, -1, -1).float().div_(255.0)
+
+
 def _covering_size(size: tuple[int, int], crop: tuple[int, int], scale: float) -> tuple[int, int]:
     """The size ``size`` = (h, w) is resized to so it covers ``crop`` on one side exactly, times ``scale``."""
     factor = max(crop[0] / size[0], crop[1] / size[1]) * scale
@@ -345,10 +362,13 @@ class ImageDataset(Dataset):
             try:
                 if len(self) <= _DECODED_CACHE_LIMIT:
                     pixels = self._decoded(item)
-                    pixels = _resize(pixels, _covering_size(tuple(pixels.shape[1:]), self.image_size, scale))
                 else:
-                    with Image.open(io.BytesIO(self._read(item))) as image:
-                        pixels = _decode_covering(image, self.image_size, scale)
+                    data = self._read(item)
+                    pixels = _small_jpeg(data)
+                    if pixels is None:
+                        with Image.open(io.BytesIO(data)) as image:
+                            pixels = _decode_covering(image, self.image_size, scale)
+                pixels = _resize(pixels, _covering_size(tuple(pixels.shape[1:]), self.image_size, scale))
             except _DECODE_ERRORS as error:
                 self._bad.add(item)
                 warnings.warn(f"skipping unreadable image {self.name(item)}: {_reason(error)} (using the next "
