@@ -51,7 +51,6 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.io import decode_jpeg
 
 from .errors import DataError, InvalidOption
 
@@ -79,6 +78,12 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 #: Tar shards kept open per process: enough for random access over a large shard set, well below fd limits.
 _MAX_OPEN_SHARDS = 64
 _SMALL_JPEG_BYTES = 48 * 1024  # JPEGs up to this size decode through torchvision (see _small_jpeg)
+try:  # torchvision 0.29 deprecates its decoders (for TorchCodec); where they are gone, Pillow decodes everything
+    from torchvision.io import decode_jpeg
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=UserWarning)
+except ImportError:  # pragma: no cover - depends on the torchvision release
+    decode_jpeg = None
 _DECODED_CACHE_LIMIT = 32  # data sets this small keep their decoded images in memory (see ImageDataset._decoded)
 _ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
 
@@ -239,7 +244,7 @@ def _small_jpeg(data: bytes) -> Tensor | None:
     """Decode a small 8-bit gray or RGB JPEG with torchvision's libjpeg-turbo path (about 3x faster than Pillow on
     64x64 photos, where decoding is most of a training step's data cost); ``None`` leaves it to Pillow (large
     files, which Pillow can decode at reduced size, CMYK, and anything unusual)."""
-    if len(data) > _SMALL_JPEG_BYTES or not data.startswith(b"\xff\xd8"):
+    if decode_jpeg is None or len(data) > _SMALL_JPEG_BYTES or not data.startswith(b"\xff\xd8"):
         return None
     try:
         pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), apply_exif_orientation=True)
