@@ -9,6 +9,7 @@ same input. Representations are created by name through the plugin registry
 from __future__ import annotations
 
 import fnmatch
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -117,7 +118,7 @@ def rgb_to_gray(images: Tensor) -> Tensor:
     return (images * weights).sum(dim=1, keepdim=True)
 
 
-class Representation(nn.Module):
+class Representation(nn.Module, ABC):
     """Base class of every representation.
 
     Subclasses set :attr:`name`, :attr:`differentiable` and :attr:`per_image`, implement :meth:`forward` and
@@ -134,7 +135,8 @@ class Representation(nn.Module):
     differentiable: bool = True
     per_image: bool = False
 
-    def forward(self, images: Tensor) -> Tensor:  # pragma: no cover - abstract
+    @abstractmethod
+    def forward(self, images: Tensor) -> Tensor:
         """Compute features.
 
         Args:
@@ -143,7 +145,6 @@ class Representation(nn.Module):
         Returns:
             ``(B, C, h, w)`` feature maps or ``(B, D)`` feature vectors.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
     @torch.no_grad()
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
