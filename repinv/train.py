@@ -159,10 +159,11 @@ class _Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _metadata(self) -> dict[str, Any]:
+        decoder_config = self.decoder.config()
         return {
             "repinv_version": __version__,
             "representation": {"name": self.config.rep, "options": self.representation.config()},
-            "decoder": {"name": self.decoder.config()["name"], "config": self.decoder.config()},
+            "decoder": {"name": decoder_config["name"], "config": decoder_config},
             "image_size": list(self.size),
             "output_size": list(self.output_size),
             "training": self.config.to_dict(),
