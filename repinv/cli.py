@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import torch
 from rich.table import Table
 
 from .config import list_recipes, make_config
@@ -162,13 +161,12 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
     from .evaluate import evaluate as score
-    from .data import ImageDataset
-    from .invert import write_comparison_grid
     from .inverter import load
 
     inverter = load(run, device)
-    result = score(inverter, list(data), batch_size=batch_size, limit=limit,
-                                      workers=workers, show_progress=True)
+    grid_path = Path(grid) if grid else Path(run) / "evaluation.png"
+    result = score(inverter, list(data), batch_size=batch_size, limit=limit, workers=workers, show_progress=True,
+                   grid=grid_path)
     result.update(checkpoint=str(run), data=list(data))
     metrics = [("normalized_error", "normalized error ↓", "{:.4f}"), ("psnr", "PSNR dB ↑", "{:.2f}"),
                ("ssim", "SSIM ↑", "{:.4f}"), ("feature_error", "feature-space error ↓", "{:.4f}")]
@@ -179,9 +177,6 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
                               ["metric", "decoder", "mean image"], rows))
     path = Path(out) if out else Path(run) / "evaluation.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
-    shown = ImageDataset(list(data), inverter.image_size, train=False)
-    images = torch.stack([shown[i] for i in range(min(8, len(shown)))])
-    grid_path = write_comparison_grid(images, inverter.reconstruct(images), grid or Path(run) / "evaluation.png")
     console.print(f"wrote {path} and {grid_path}")
 
 

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .data import ImageDataset
+from .invert import write_comparison_grid
 from .inverter import Inverter
 from .metrics import ErrorScale, MethodScores
 from .progress import progress_bar
 
 __all__ = ["evaluate"]
 
+GRID_IMAGES = 8
+
 
 @torch.no_grad()
 def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int = 64, limit: int | None = None,
-             workers: int = 0, show_progress: bool = False, seed: int = 0) -> dict[str, Any]:
+             workers: int = 0, show_progress: bool = False, seed: int = 0,
+             grid: str | Path | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size).
 
     Args:
@@ -29,6 +35,7 @@ def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int =
         workers: data-loader worker processes.
         show_progress: show a progress bar.
         seed: seeds the reference sample of the pairwise normalizers.
+        grid: when given, a PNG of the first 8 test images beside their reconstructions is written there.
 
     Returns:
         ``{"images": n, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the metrics
@@ -41,6 +48,7 @@ def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int =
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                         pin_memory=inverter.device.type == "cuda")
     scale, decoder, mean = ErrorScale(seed=seed), MethodScores(), MethodScores()
+    shown: tuple[Tensor, Tensor] | tuple[()] = ()
     with progress_bar("evaluating", total=len(dataset), enabled=show_progress) as advance:
         for images in loader:
             images = images.to(inverter.device, non_blocking=True)
@@ -50,7 +58,11 @@ def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int =
             decoder.add(images, reconstructions, features, inverter.features(reconstructions.clamp(0, 1)))
             if inverter.mean_image is not None:
                 mean.add(images, inverter.mean_image.expand_as(images))
+            if grid is not None and not shown:
+                shown = (images[:GRID_IMAGES], reconstructions[:GRID_IMAGES])
             advance(images.shape[0])
+    if shown:
+        write_comparison_grid(*shown, grid)
     result: dict[str, Any] = {"images": len(dataset), "decoder": scale.summarize(decoder)}
     if inverter.mean_image is not None:
         result["mean_image"] = scale.summarize(mean)
