@@ -14,9 +14,10 @@ __version__ = "0.1.0"  # first: modules imported below record it in checkpoints
 from .config import TrainConfig, list_recipes, load_recipe, make_config
 from .data import DataWarning, ImageDataset, load_image, load_images
 from .decoders import build_decoder, decoder_from_config
-from .errors import (CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError, ShapeError,
+from .errors import (CacheError, CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError, ShapeError,
                      UnknownName, UnknownRepresentation, UnknownVariant, WeightsUnavailable)
 from .evaluate import evaluate
+from .features import FeatureCache, cache_features
 from .hookspecs import hookimpl, hookspec
 from .inverter import Inverter, load
 from .metrics import psnr, ssim
@@ -34,10 +35,10 @@ __all__ = [
     # decoders, data, training
     "build_decoder", "decoder_from_config", "ImageDataset", "load_image", "load_images", "DataWarning",
     "TrainConfig", "make_config", "load_recipe", "list_recipes", "train", "resume", "TrainResult",
-    "TrainingInterrupted",
+    "TrainingInterrupted", "cache_features", "FeatureCache",
     # using a trained decoder
     "Inverter", "load", "evaluate", "psnr", "ssim",
     # errors
-    "RepinvError", "CheckpointError", "DataError", "InvalidOption", "NotDifferentiable", "ShapeError",
+    "RepinvError", "CacheError", "CheckpointError", "DataError", "InvalidOption", "NotDifferentiable", "ShapeError",
     "UnknownName", "UnknownRepresentation", "UnknownVariant", "WeightsUnavailable",
 ]

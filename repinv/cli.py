@@ -98,6 +98,9 @@ def plugins() -> None:
 @click.option("--decoder", help="Decoder architecture (default: conv for feature maps, fc for vectors).")
 @click.option("--decoder-opt", "decoder_opts", multiple=True, metavar="KEY=VALUE", help="Decoder option (repeatable).")
 @click.option("--data", multiple=True, help="Training images: folder, quoted tar glob, or builtin (repeatable).")
+@click.option("--features", type=click.Path(file_okay=False),
+              help="Train from a feature cache (`repinv features`) instead of --data; it sets --rep and --image-size.")
+@click.option("--augment/--no-augment", default=None, help="Random crops and flips (default), or fixed centre crops.")
 @click.option("--val-data", multiple=True, help="Validation images; keeps the best checkpoint in RUN/best.")
 @click.option("--image-size", type=int, help="Training crop side in pixels.")
 @click.option("--output-size", type=int, help="Decoder output side (default: the image size).")
@@ -132,6 +135,9 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
     flags.update(rep_options=parse_options(rep_opts, "--rep-opt"),
                  decoder_options=parse_options(decoder_opts, "--decoder-opt"),
                  data=list(flags["data"]), val_data=list(flags["val_data"]))
+    if flags["features"] and (flags["data"] or flags["rep"] or flags["image_size"]):
+        raise click.UsageError("--features takes the representation, images and image size from the cache; "
+                               "drop --rep, --data and --image-size")
     if resume:
         if recipe:
             raise click.UsageError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
@@ -145,6 +151,34 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
     if result.validation:
         console.print(f"validation normalized error {result.validation['normalized_error']:.3f}")
     console.print(f"next: repinv evaluate --checkpoint {result.run} --data <held-out images>")
+
+
+@cli.command()
+@click.option("--rep", required=True, help="Representation, e.g. sift (see `repinv reps`).")
+@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
+@click.option("--data", multiple=True, required=True, help="Images: folder, quoted tar glob, or builtin (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache directory (continued if partial).")
+@click.option("--image-size", default=64, show_default=True, help="Side of the centre crops.")
+@click.option("--shard-size", default=1024, show_default=True, help="Images per shard file.")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: str, image_size: int, shard_size: int,
+             batch_size: int, workers: int, device: str) -> None:
+    """Compute a representation's features of fixed crops once, for `repinv train --features` (resumable).
+
+    \b
+    Example:
+        repinv features --rep sift --data 'shards/train-*.tar' --out cache/sift
+        repinv train --features cache/sift --recipe sift-64 --out runs/sift
+    """
+    from .features import cache_features
+
+    cache = cache_features(rep, list(data), out, rep_options=parse_options(rep_opts, "--rep-opt"),
+                           image_size=image_size, shard_size=shard_size, batch_size=batch_size, workers=workers,
+                           device=device)
+    console.print(f"wrote {cache.describe()} to {out}")
+    console.print(f"next: repinv train --features {out} --out <run>")
 
 
 @cli.command()

@@ -31,6 +31,9 @@ class TrainConfig:
     width: float | None = None  # decoder option width: scales every channel count (None: the decoder's default,
     # 1.0 = the paper's size for conv and fc)
     data: list[str] = field(default_factory=lambda: ["builtin"])  # training sources: folders, tar globs, builtin
+    features: str | None = None  # a feature cache (`repinv features`) to train from instead of data; it sets
+    # rep, rep_options and image_size, and has no augmentation
+    augment: bool = True  # random crops, flips and scale when training on data; False = fixed centre crops
     val_data: list[str] = field(default_factory=list)  # validation sources; empty = no validation
     image_size: int = 64  # side of the square training crops, in pixels
     output_size: int | None = None  # side of the decoder's output; None = image_size
@@ -75,7 +78,7 @@ class TrainConfig:
             (self.workers >= 0, "workers must be 0 or more"),
             (self.schedule in ("paper", "constant", "cosine"), "schedule must be paper, constant or cosine"),
             (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),
-            (len(self.data) > 0, "at least one data source is needed"),
+            (len(self.data) > 0 or self.features is not None, "at least one data source is needed"),
             (min(self.log_every, self.sample_every, self.checkpoint_every, self.val_every) >= 1,
              "log_every, sample_every, checkpoint_every and val_every must be at least 1"),
         ]

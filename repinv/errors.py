@@ -20,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "NotDifferentiable",
     "WeightsUnavailable",
+    "CacheError",
     "nearest_first",
 ]
 
@@ -122,3 +123,7 @@ class NotDifferentiable(RepinvError):
 
 class WeightsUnavailable(RepinvError):
     """Pretrained weights could not be obtained (typically: no network); the message names alternatives."""
+
+
+class CacheError(RepinvError):
+    """A feature cache that is missing, unfinished, or made with other settings."""

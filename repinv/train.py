@@ -7,6 +7,7 @@ and augmentation are functions of (seed, sample position), and the position is `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -30,6 +31,7 @@ from .data import ImageDataset
 from .decoders import build_decoder
 from .errors import CheckpointError, InvalidOption, NotDifferentiable, RepinvError
 from .evaluate import evaluate
+from .features import FeatureCache, read_manifest
 from .invert import write_comparison_grid
 from .inverter import Inverter, resolve_device
 from .progress import progress_bar
@@ -80,9 +82,10 @@ class PositionSampler(Sampler[int]):
 
 
 class _TrainingSamples(Dataset):
-    """Maps virtual indices to augmented images (and, for per-image representations, their features)."""
+    """Maps virtual indices to augmented images (and, for per-image representations, their features), or to the
+    stored pairs of a feature cache."""
 
-    def __init__(self, images: ImageDataset, representation: Representation | None) -> None:
+    def __init__(self, images: ImageDataset | FeatureCache, representation: Representation | None) -> None:
         self.images, self.representation = images, representation
 
     def __len__(self) -> int:
@@ -90,6 +93,8 @@ class _TrainingSamples(Dataset):
 
     def __getitem__(self, virtual: int) -> Tensor | tuple[Tensor, Tensor]:
         epoch, index = divmod(virtual, len(self.images))
+        if isinstance(self.images, FeatureCache):
+            return self.images[index]
         self.images.set_epoch(epoch)
         image = self.images[index]
         if self.representation is None:
@@ -137,7 +142,8 @@ class _Trainer:
         self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
         if config.finetune_encoder and not self.representation.differentiable:
             raise NotDifferentiable(f"--finetune-encoder needs a differentiable representation; {config.rep} is not")
-        self.data = ImageDataset(config.data, config.image_size, train=True, seed=config.seed, scale=config.scale)
+        self.data = FeatureCache(config.features) if config.features else \
+            ImageDataset(config.data, config.image_size, train=config.augment, seed=config.seed, scale=config.scale)
         self.spec = self.representation.spec(self.size)
         self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
                                      **_decoder_options(config)).to(self.device)
@@ -242,13 +248,15 @@ class _Trainer:
             self._save_model(self.run / "best")
 
     def _sample_images(self) -> Tensor:
+        if isinstance(self.data, FeatureCache) and not self.config.val_data:
+            return self.data.images(SAMPLE_IMAGES).to(self.device)
         source = self.config.val_data or self.config.data
         fixed = ImageDataset(source, self.config.image_size, train=False, seed=self.config.seed)
         return torch.stack([fixed[i] for i in range(min(SAMPLE_IMAGES, len(fixed)))]).to(self.device)
 
     # ---------------------------------------------------------------- the loop
     def _loader(self) -> DataLoader:
-        per_image = self.representation if self.representation.per_image else None
+        per_image = self.representation if self.representation.per_image and not self.config.features else None
         sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size)
         workers = self.config.workers
         return DataLoader(_TrainingSamples(self.data, per_image), batch_size=self.config.batch_size,
@@ -350,7 +358,8 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
     """Train a decoder for ``config.rep`` into a new run directory.
 
     Args:
-        config: the run's settings (see :func:`repinv.config.make_config`).
+        config: the run's settings (see :func:`repinv.config.make_config`). With ``config.features``, the cache
+            sets the representation, its options and the image size.
         out: the run directory; it must not already hold a run (use :func:`resume` to continue one).
         show_progress: show a progress bar with step, loss, images/s and ETA.
 
@@ -362,6 +371,10 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved first).
     """
     run = Path(out)
+    if config.features:
+        cache = read_manifest(config.features)
+        config = dataclasses.replace(config, rep=cache["representation"]["name"], data=[],
+                                     rep_options=cache["representation"]["options"], image_size=cache["image_size"][0])
     if (run / "state.safetensors").exists():
         raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     run.mkdir(parents=True, exist_ok=True)

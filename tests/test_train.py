@@ -75,7 +75,9 @@ def test_time_budget_anneals_the_rate_before_stopping(photo_folder, tmp_path):
     train(_config(photo_folder, steps=100_000, time_budget=3.0, sample_every=10**6, checkpoint_every=10**6),
           tmp_path / "r", show_progress=False)
     rates = [json.loads(line)["lr"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert rates[0] == 1e-3 and rates[-1] == 1.25e-4
+    # The last step starts before the budget ends; on a loaded machine one step may span the 90% mark.
+    assert rates[0] == 1e-3 and rates[-1] in (2.5e-4, 1.25e-4)
+    assert rates == sorted(rates, reverse=True)
 
 
 def test_resume_refuses_changing_what_defines_the_run(photo_folder, tmp_path):
