@@ -1,0 +1,382 @@
+"""AlexNet layers ``conv1`` … ``fc8`` as representations: torchvision's AlexNet, read with forward hooks.
+
+The paper inverts the layers of CaffeNet (Caffe's AlexNet). This plugin uses **torchvision's AlexNet, which is
+not CaffeNet**: it is the "one weird trick" variant (Krizhevsky 2014) with 64/192/384/256/256 convolution channels
+instead of 96/256/384/384/256, no local response normalization, no channel groups, and a 224x224 input instead of
+227x227. The layers keep the paper's definition of a layer's output, "after the last processing step of that layer":
+
+========  =================  ==================================  ====================
+layer     module             what                                features at 224x224
+========  =================  ==================================  ====================
+conv1     ``features.2``     convolution, ReLU, max-pooling      64x27x27
+conv2     ``features.5``     convolution, ReLU, max-pooling      192x13x13
+conv3     ``features.7``     convolution, ReLU                   384x13x13
+conv4     ``features.9``     convolution, ReLU                   256x13x13
+conv5     ``features.12``    convolution, ReLU, max-pooling      256x6x6
+fc6       ``classifier.2``   fully connected, ReLU               4096
+fc7       ``classifier.5``   fully connected, ReLU               4096
+fc8       ``classifier.6``   fully connected (logits, no softmax) 1000
+========  =================  ==================================  ====================
+
+Any other module name of the model works too (``alexnet:features.6`` is conv3 before its ReLU). The model itself
+is never modified: a forward hook on the layer's module takes its output and ends the forward pass there, so conv1
+does no work beyond conv1. Images are resized to 224x224 (bilinear, antialiased) and normalized with ImageNet's
+mean and standard deviation inside the representation, so the feature shape does not depend on the image size.
+
+Weights (option ``weights``): ``imagenet`` (default) is torchvision's ``AlexNet_Weights.IMAGENET1K_V1``, taken from
+torchvision's cache (downloaded there on first use); ``none`` is torchvision's random initialization, seeded by
+option ``seed``; a path loads a local state dict in torchvision's key format (``.safetensors``, or ``.pth`` read with
+``torch.load(weights_only=True)``). Weights are loaded on the first :meth:`~AlexNetLayer.forward` or
+:meth:`~AlexNetLayer.state_dict` (or :meth:`~AlexNetLayer.load_weights`), never when the representation is only
+created, so listing layers and their shapes (``repinv reps alexnet``) works offline; ``load_state_dict`` (a run's
+``encoder.safetensors``) supplies the weights itself and cancels the pending load.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.representation import FeatureSpec, Representation, check_images
+
+__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "read_state_dict", "layer_names"]
+
+#: The paper's layers and the torchvision modules whose outputs they are.
+LAYERS: dict[str, str] = {
+    "conv1": "features.2",
+    "conv2": "features.5",
+    "conv3": "features.7",
+    "conv4": "features.9",
+    "conv5": "features.12",
+    "fc6": "classifier.2",
+    "fc7": "classifier.5",
+    "fc8": "classifier.6",
+}
+#: Options and their defaults; :meth:`AlexNetLayer.config` returns all of them.
+DEFAULTS: dict[str, Any] = {"weights": "imagenet", "seed": 0}
+#: The network's input size ``(H, W)``: torchvision's AlexNet weights were trained on 224x224 crops.
+INPUT_SIZE = (224, 224)
+# ImageNet statistics, those of torchvision's AlexNet_Weights.IMAGENET1K_V1.transforms().
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+#: File suffixes taken as a local weights file (anything else must be ``imagenet`` or ``none``).
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the layer's output is known, the rest of the forward pass is not needed."""
+
+
+def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
+    """Run ``model`` on ``inputs`` until ``module`` has produced its output, and return that output.
+
+    A temporary forward hook takes the output and raises a private exception, so the layers after ``module`` never
+    run and the model is left exactly as it was. A module called several times in one pass gives its first output.
+
+    Args:
+        model: the network.
+        module: one of its submodules.
+        inputs: the network's input.
+
+    Returns:
+        What ``module`` returned (a tensor, or whatever the module returns), part of the autograd graph.
+
+    Raises:
+        ShapeError: the forward pass never called ``module``.
+    """
+    captured: list[Any] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output)
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(inputs)
+    except _Stop:
+        return captured[0]
+    finally:
+        handle.remove()
+    raise ShapeError("the forward pass never reached the requested module")
+
+
+@functools.cache
+def _meta_model() -> nn.Module:
+    """A weightless AlexNet on the meta device: module names and shapes without memory or downloads."""
+    with torch.device("meta"):
+        return torchvision.models.alexnet().eval()
+
+
+@functools.cache
+def layer_names() -> tuple[str, ...]:
+    """Every module name of torchvision's AlexNet (``features``, ``features.0``, …, ``classifier.6``)."""
+    return tuple(name for name, _ in _meta_model().named_modules() if name)
+
+
+@functools.cache
+def _layer_shape(module_name: str) -> tuple[int, ...]:
+    """Feature shape (no batch dimension) of a module's output at the input size, by a dry run on the meta device."""
+    model = _meta_model()
+    output = capture(model, model.get_submodule(module_name), torch.zeros(1, 3, *INPUT_SIZE, device="meta"))
+    return tuple(_as_features(output, module_name, 1).shape[1:])
+
+
+def _as_features(output: Any, what: str, batch: int) -> Tensor:
+    """Check that a module's output is a feature map ``(B, C, h, w)`` or vector ``(B, D)``."""
+    if not isinstance(output, Tensor) or output.dim() not in (2, 4) or output.shape[0] != batch:
+        described = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
+        raise ShapeError(f"alexnet module {what} gives {described}, not a feature map (B, C, h, w) or vector (B, D)")
+    return output
+
+
+def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
+    """Read a state dict from a local ``.safetensors`` file or a ``.pth`` file (``torch.load(weights_only=True)``).
+
+    A checkpoint that wraps the weights (``{"state_dict": …}`` or ``{"model": …}``, as training scripts write them)
+    is unwrapped, and a ``module.`` prefix on every key (DistributedDataParallel) is removed.
+
+    Args:
+        path: the file.
+        what: how to name it in errors.
+
+    Returns:
+        Parameter and buffer names → tensors, on the CPU.
+
+    Raises:
+        InvalidOption: the file is missing, unreadable, or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidOption(f"{what} {str(path)!r} not found")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(path, device="cpu")
+        else:
+            # weights_only refuses pickled code; the file comes from outside repinv.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
+    state = {str(k): v for k, v in state.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
+
+    Args:
+        model: the module the state dict is meant for.
+        state: the state dict.
+        what: how to name its source in the error (e.g. ``"weights file 'x.pth'"``).
+
+    Raises:
+        InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
+    """
+    expected = nn.Module.state_dict(model)  # the plain method: a representation's own would load its weights first
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = ([f"missing keys {_names(missing)}"] if missing else []) + \
+               ([f"unexpected keys {_names(unexpected)}"] if unexpected else []) + \
+               ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
+    if problems:
+        raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
+
+
+def _parse_weights(value: Any) -> str:
+    """``imagenet``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if text.lower() in ("imagenet", "none"):
+            return text.lower()
+        if Path(text).suffix.lower() in WEIGHT_SUFFIXES:
+            # Absolute, so the config rebuilds the representation from any working directory.
+            return str(Path(text).expanduser().absolute())
+    raise InvalidOption(f"alexnet option weights must be imagenet, none, or the path of a .safetensors or .pth "
+                        f"file, got {value!r}")
+
+
+def _imagenet_state_dict() -> dict[str, Tensor]:
+    """torchvision's ImageNet weights for AlexNet, through its weights API and cache (``$TORCH_HOME``)."""
+    weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except Exception as error:  # no network, a proxy, a truncated or corrupt download: all mean "not available"
+        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        raise WeightsUnavailable(
+            f"AlexNet's ImageNet weights (torchvision AlexNet_Weights.IMAGENET1K_V1) could not be obtained "
+            f"({type(error).__name__}: {reason}); use --rep-opt weights=none for random weights, or "
+            f"--rep-opt weights=/path/to/alexnet.safetensors (or .pth) for a local copy") from None
+
+
+def _weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
+    module._pending = None  # type: ignore[assignment]
+
+
+class AlexNetLayer(Representation):
+    """One layer of torchvision's AlexNet, with the paper's definition of a layer's output.
+
+    Args:
+        layer: a paper layer (``conv1`` … ``conv5``, ``fc6`` … ``fc8``) or a module name (``features.7``).
+        weights: ``imagenet`` (torchvision's ImageNet weights), ``none`` (random, seeded by ``seed``) or the path of
+            a ``.safetensors`` / ``.pth`` state dict in torchvision's key format. Loaded on first use.
+        seed: seeds the random initialization; the same seed gives the same weights.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` RGB in [0, 1], any size; resized to 224x224 and normalized inside.
+        - Output: ``(B, C, h, w)`` for a convolutional layer, ``(B, D)`` for a fully connected one; see
+          :data:`LAYERS` and :meth:`spec`.
+
+    Example:
+        >>> AlexNetLayer("conv2", weights="none")(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 192, 13, 13])
+    """
+
+    differentiable = True
+    per_image = False
+
+    def __init__(self, layer: str, weights: Any = "imagenet", seed: int = 0) -> None:
+        super().__init__()
+        if layer in LAYERS:
+            self.layer, self.module_name = layer, LAYERS[layer]
+        elif layer in layer_names():
+            self.layer, self.module_name = layer, layer
+        else:
+            raise UnknownVariant(layer, available=[*LAYERS, *layer_names()])
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InvalidOption(f"alexnet option seed must be an integer, got {seed!r}")
+        self.name = f"alexnet:{layer}"
+        self.weights, self.seed = _parse_weights(weights), seed
+        if self.weights == "none":
+            # torchvision's own initialization, seeded without touching the global random state.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.model = torchvision.models.alexnet()
+        else:
+            # Weights to be loaded later: skip the random initialization (0.4 s, wasted) and hold zeros until then.
+            with torch.device("meta"):
+                model = torchvision.models.alexnet()
+            self.model = model.to_empty(device="cpu")
+            with torch.no_grad():
+                for tensor in self.model.state_dict().values():
+                    tensor.zero_()
+        self._pending: str | None = None if self.weights == "none" else self.weights
+        self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
+        # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
+        self.register_load_state_dict_post_hook(_weights_given)
+
+    @property
+    def weights_pending(self) -> bool:
+        """Whether the weights are still to be loaded (on the first forward or state_dict)."""
+        return self._pending is not None
+
+    def load_weights(self) -> "AlexNetLayer":
+        """Load the weights now, if not yet done (the first :meth:`forward` or :meth:`state_dict` does it anyway).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            WeightsUnavailable: ``imagenet`` weights could not be downloaded.
+            InvalidOption: a local weights file is missing, unreadable, or does not match AlexNet (keys named).
+        """
+        if self._pending is None:
+            return self
+        if self._pending == "imagenet":
+            state, what = _imagenet_state_dict(), "torchvision's AlexNet_Weights.IMAGENET1K_V1"
+        else:
+            what = f"alexnet weights file {self._pending!r}"
+            state = read_state_dict(self._pending, "alexnet weights file")
+        check_state_dict(self.model, state, what)
+        # Out of inference mode: the parameters must stay usable by autograd (fine-tuning) afterwards.
+        with torch.inference_mode(False), torch.no_grad():
+            self.model.load_state_dict(state)
+        self._pending = None
+        return self
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state dict, after loading pending weights (so it never holds the placeholder zeros)."""
+        self.load_weights()
+        return super().state_dict(*args, **kwargs)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Compute the layer's output.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB images, float in [0, 1].
+
+        Returns:
+            ``(B, C, h, w)`` or ``(B, D)`` features, differentiable with respect to ``images``.
+        """
+        check_images(images)
+        self.load_weights()
+        if tuple(images.shape[-2:]) != INPUT_SIZE:
+            images = F.interpolate(images, size=INPUT_SIZE, mode="bilinear", antialias=True, align_corners=False)
+        normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        output = capture(self.model, self.model.get_submodule(self.module_name), normalized)
+        return _as_features(output, self.module_name, images.shape[0])
+
+    def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
+        """The feature shape; the same for every image size (images are resized to 224x224). Loads no weights."""
+        if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+            raise ShapeError(f"image_size must be (H, W) with positive sides, got {tuple(image_size)}")
+        return FeatureSpec(_layer_shape(self.module_name))
+
+    def config(self) -> dict[str, Any]:
+        """All options, JSON-able: ``create_representation(self.name, **config)`` rebuilds this representation."""
+        return {"weights": self.weights, "seed": self.seed}
+
+    def extra_repr(self) -> str:
+        """Layer, module and weights, for ``repr``."""
+        return f"layer={self.layer!r}, module={self.module_name!r}, weights={self.weights!r}, seed={self.seed}"
+
+
+def create_alexnet(variant: str | None = None, **options: Any) -> AlexNetLayer:
+    """The ``alexnet`` factory: validate the options and build :class:`AlexNetLayer`.
+
+    Args:
+        variant: a layer (``conv1`` … ``fc8``) or a module name (``features.7``); required.
+        **options: ``weights`` (``imagenet``, ``none`` or a path; default ``imagenet``) and ``seed`` (int, 0).
+
+    Returns:
+        The representation; no weights are loaded until it is used.
+
+    Raises:
+        UnknownVariant: no layer, or an unknown one (the message lists the layers, nearest first).
+        InvalidOption: an unknown option, or a bad value.
+    """
+    if variant is None:
+        raise UnknownVariant(None, available=list(LAYERS))
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise InvalidOption(f"unknown alexnet option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"valid options: {', '.join(DEFAULTS)}")
+    return AlexNetLayer(variant, **{**DEFAULTS, **options})

@@ -1,0 +1,1 @@
+"""timm layers (placeholder while being written)."""
