@@ -20,6 +20,9 @@ from .errors import InvalidOption
 __all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config"]
 
 
+SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see repinv.train.learning_rate_factor
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (stored in every checkpoint)."""
@@ -44,7 +47,8 @@ class TrainConfig:
     lr: float = 1e-3  # Adam's learning rate (the paper's)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1, beta2 (the paper's)
     weight_decay: float = 0.0  # L2 penalty on decoder weights (the paper uses none)
-    schedule: str = "paper"  # "paper" halves the rate at 50/75/90% of training; "constant"; "cosine"
+    schedule: str = "paper"  # "paper" halves the rate at 50/75/90% of training; "paper-to-zero" then decays the
+    # last 10% linearly to zero; "constant"; "cosine"
     finetune_encoder: bool = False  # train the representation with the decoder (autoencoder mode)
     workers: int = 2  # data-loader worker processes (0 = load in the training process)
     seed: int = 0  # seeds weights, data order and augmentation
@@ -76,7 +80,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be positive"),
             (self.width is None or self.width > 0, "width must be positive"),
             (self.workers >= 0, "workers must be 0 or more"),
-            (self.schedule in ("paper", "constant", "cosine"), "schedule must be paper, constant or cosine"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),
             (len(self.data) > 0 or self.features is not None, "at least one data source is needed"),
             (min(self.log_every, self.sample_every, self.checkpoint_every, self.val_every) >= 1,

@@ -67,6 +67,8 @@ def test_schedule_halves_rate_at_50_75_90_percent(photo_folder, tmp_path):
 def test_schedules():
     assert [learning_rate_factor("paper", p) for p in (0.0, 0.49, 0.5, 0.75, 0.9, 1.0)] == [
         1, 1, 0.5, 0.25, 0.125, 0.125]
+    assert [learning_rate_factor("paper-to-zero", p) for p in (0.5, 0.9, 0.95, 1.0)] == pytest.approx(
+        [0.5, 0.125, 0.0625, 0.0])
     assert learning_rate_factor("cosine", 0.5) == pytest.approx(0.5)
     assert learning_rate_factor("constant", 0.99) == 1.0
 
