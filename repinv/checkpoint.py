@@ -114,7 +114,7 @@ def load_into(module: nn.Module, tensors: Mapping[str, Tensor], what: str) -> No
     Raises:
         CheckpointError: missing keys, unexpected keys or shape differences.
     """
-    expected = module.state_dict()
+    expected = nn.Module.state_dict(module)  # not module.state_dict(): that may load deferred weights first
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     shapes = [f"{k}: saved {tuple(tensors[k].shape)}, built {tuple(v.shape)}" for k, v in expected.items()

@@ -193,12 +193,13 @@ class FeatureCache(Dataset):
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         count, shard_size = int(self.manifest["count"]), int(self.manifest["shard_size"])
-        missing = [p.name for s in range(math.ceil(count / shard_size)) if not (p := _shard_path(self.path, s)).exists()]
+        paths = [_shard_path(self.path, s) for s in range(math.ceil(count / shard_size))]
+        missing = [path.name for path in paths if not path.exists()]
         if missing:
             raise CacheError(f"{self.path} is unfinished ({len(missing)} shards missing, first {missing[0]}); run "
                              "the same `repinv features` command again to finish it")
         self.spec = FeatureSpec(tuple(self.manifest["feature_shape"]))
-        self._shards = [load_tensors(_shard_path(self.path, s)) for s in range(math.ceil(count / shard_size))]
+        self._shards = [load_tensors(path) for path in paths]
         for shard in self._shards:
             if "cell_counts" in shard:  # row offsets of each image's cells, for random access
                 shard["cell_start"] = torch.cumsum(shard["cell_counts"], 0) - shard["cell_counts"]

@@ -30,6 +30,5 @@ def _variants() -> list[str]:
 def register_representations(register: Callable[..., None]) -> None:
     """Register the ``alexnet`` family (variants ``conv1`` … ``fc8``; options ``weights``, ``seed``)."""
     register("alexnet", create_alexnet, variants=_variants,
-             description=f"torchvision's AlexNet (not CaffeNet), a layer's output as in the paper, input resized to "
-                         f"224x224; options weights={DEFAULTS['weights']} (or none, or a .safetensors/.pth "
-                         f"path), seed={DEFAULTS['seed']}")
+             description=f"torchvision's AlexNet (not CaffeNet) at 224x224, layer outputs as in the paper; "
+                         f"options weights={DEFAULTS['weights']}|none|PATH, seed={DEFAULTS['seed']}")

@@ -48,7 +48,8 @@ from torch import Tensor, nn
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.representation import FeatureSpec, Representation, check_images
 
-__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "read_state_dict", "layer_names"]
+__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "capture", "read_state_dict",
+           "check_state_dict", "layer_names"]
 
 #: The paper's layers and the torchvision modules whose outputs they are.
 LAYERS: dict[str, str] = {
@@ -166,7 +167,7 @@ def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") ->
             # weights_only refuses pickled code; the file comes from outside repinv.
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
-        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        reason = _reason(error)
         raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
@@ -178,6 +179,12 @@ def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") ->
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _reason(error: BaseException, limit: int = 160) -> str:
+    """An error's first line, shortened: messages here are one line."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
 
 
 def _names(keys: list[str], limit: int = 6) -> str:
@@ -228,7 +235,7 @@ def _imagenet_state_dict() -> dict[str, Tensor]:
     try:
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # no network, a proxy, a truncated or corrupt download: all mean "not available"
-        reason = (str(error).strip().splitlines() or [""])[0][:160]
+        reason = _reason(error)
         raise WeightsUnavailable(
             f"AlexNet's ImageNet weights (torchvision AlexNet_Weights.IMAGENET1K_V1) could not be obtained "
             f"({type(error).__name__}: {reason}); use --rep-opt weights=none for random weights, or "
@@ -292,6 +299,7 @@ class AlexNetLayer(Representation):
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
         self.register_load_state_dict_post_hook(_weights_given)
+        self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
     @property
     def weights_pending(self) -> bool:

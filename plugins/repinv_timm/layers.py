@@ -1,0 +1,536 @@
+"""Any layer of any timm model as a representation: ``timm:<model>:<layer>``.
+
+``<model>`` is a timm model name, optionally with a pretrained tag (``resnet18``, ``vit_tiny_patch16_224``,
+``convnext_atto.d2_in1k``). ``<layer>`` is a module name from the model's ``named_modules()`` (``layer3``,
+``blocks.5``, ``stages.2.blocks.0``), or one of two names for the head:
+
+* ``pooled``: the pre-logits features, ``model.forward_head(model.forward_features(x), pre_logits=True)``;
+* ``logits``: the model's final output.
+
+A module's output is taken with a temporary forward hook that ends the forward pass there (the model is never
+modified, and nothing after the layer is computed), then brought to repinv's two shapes:
+
+* ``(B, C, h, w)`` stays; a channels-last ``(B, h, w, C)`` map (Swin stages, the inside of ConvNeXt blocks) becomes
+  channels-first. The layout is read off the shape: the two spatial sides follow the input's aspect ratio, the
+  channel count does not (option ``layout`` overrides this for the rare shape where both readings fit);
+* ``(B, N, C)`` tokens (ViT, DeiT) become a ``(B, C, h, w)`` grid: the model's prefix tokens
+  (``model.num_prefix_tokens``: class and register tokens) are dropped and the rest laid out on the patch grid;
+* ``(B, D)`` stays a vector;
+* anything else (tuples, lists, dicts, windows or heads folded into the batch dimension, tokens that form no grid)
+  is refused with an error that says what the module gave.
+
+The model is created with ``pretrained=False``; images are resized to the input size of its pretrained config
+(``timm.data.resolve_data_config``: e.g. 224x224, with its interpolation, antialiased) and normalized with its mean
+and standard deviation inside the representation, so the feature shape does not depend on the image size.
+
+Weights (option ``weights``): ``pretrained`` (default) is timm's own pretrained weights for the model (Hugging Face
+Hub and timm's cache); ``none`` is timm's random initialization, seeded by option ``seed``; a path loads a local
+state dict in timm's key format (``.safetensors``, or ``.pth`` read with ``torch.load(weights_only=True)``). Weights
+are loaded on the first :meth:`~TimmLayer.forward` or :meth:`~TimmLayer.state_dict` (or
+:meth:`~TimmLayer.load_weights`), never when the representation is only created, so listing layers and shapes works
+offline; ``load_state_dict`` (a run's ``encoder.safetensors``) supplies the weights itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import timm
+import timm.data
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray
+
+__all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
+           "featured_layers", "to_features", "capture", "read_state_dict", "check_state_dict"]
+
+#: Options and their defaults; :meth:`TimmLayer.config` returns all of them.
+DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto"}
+#: Layer names for the head, besides module names.
+HEAD_LAYERS = ("pooled", "logits")
+#: The model whose layers the registry lists when asked without a model name.
+EXAMPLE_MODEL = "resnet18"
+#: File suffixes taken as a local weights file.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+LAYOUTS = ("auto", "NCHW", "NHWC")
+
+
+class UnknownModel(UnknownVariant):
+    """A ``timm:`` name without a model, or with a model timm does not know (the message lists the nearest)."""
+
+    def _message(self) -> str:
+        family = self.family or "timm"
+        if self.variant is None:
+            return (f"{family} needs a model and a layer, e.g. {family}:{EXAMPLE_MODEL}:layer3; a model's layers are "
+                    f"listed when it is named without one ({family}:{EXAMPLE_MODEL})")
+        shown = ", ".join(self.available[:12]) + (f", … ({len(self.available) - 12} more)"
+                                                  if len(self.available) > 12 else "")
+        return f"unknown {family} model {self.variant!r}; available: {shown or '(none)'}"
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the layer's output is known, the rest of the forward pass is not needed."""
+
+
+def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
+    """Run ``model`` on ``inputs`` until ``module`` has produced its output, and return that output.
+
+    A temporary forward hook takes the output and raises a private exception, so the layers after ``module`` never
+    run and the model is left exactly as it was. A module called several times in one pass gives its first output.
+
+    Args:
+        model: the network.
+        module: one of its submodules.
+        inputs: the network's input.
+
+    Returns:
+        What ``module`` returned, part of the autograd graph.
+
+    Raises:
+        ShapeError: the forward pass never called ``module``.
+    """
+    captured: list[Any] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output)
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(inputs)
+    except _Stop:
+        return captured[0]
+    finally:
+        handle.remove()
+    raise ShapeError("the forward pass never reached the requested module (it is not used by this model)")
+
+
+def _fits(height: int, width: int, input_size: tuple[int, int]) -> bool:
+    """Whether a ``height x width`` map has the input's aspect ratio, to within one cell of rounding."""
+    return abs(height * input_size[1] - width * input_size[0]) < max(input_size)
+
+
+def to_features(output: Any, *, batch: int, input_size: tuple[int, int], num_prefix_tokens: int = 0,
+                grid: Sequence[int] | None = None, layout: str = "auto", default_layout: str = "NCHW",
+                what: str = "the layer") -> Tensor:
+    """Bring a module's output to a feature map ``(B, C, h, w)`` or a feature vector ``(B, D)``.
+
+    Args:
+        output: what the module returned.
+        batch: the number of images ``B``.
+        input_size: ``(H, W)`` the model saw, to tell spatial sides from channels.
+        num_prefix_tokens: tokens before the patch tokens of a ``(B, N, C)`` sequence (class, register tokens).
+        grid: ``(h, w)`` patch grid of the model, when known.
+        layout: ``"auto"``, or ``"NCHW"`` / ``"NHWC"`` to fix how a 4-D output is read.
+        default_layout: the reading where both fit in ``"auto"`` (the model's ``output_fmt``).
+        what: how to name the layer in errors.
+
+    Returns:
+        The features, channels first.
+
+    Raises:
+        ShapeError: the output is not one tensor, folds something into the batch dimension, has 1 or more than 4
+            dimensions, or its tokens form no grid.
+
+    Shape:
+        ``(B, C, h, w)`` or ``(B, h, w, C)`` → ``(B, C, h, w)``; ``(B, N, C)`` → ``(B, C, h, w)`` with
+        ``h * w = N - num_prefix_tokens``; ``(B, D)`` → ``(B, D)``.
+    """
+    if not isinstance(output, Tensor):
+        count = f" of {len(output)} values" if isinstance(output, (tuple, list, dict)) else ""
+        raise ShapeError(f"{what} outputs a {type(output).__name__}{count}, not one tensor; choose a layer that "
+                         f"outputs a tensor (e.g. its parent or one of its children)")
+    shape = tuple(output.shape)
+    if output.dim() < 2 or output.dim() > 4 or shape[0] != batch:
+        detail = f"its first dimension is {shape[0]} for {batch} images (windows or heads folded into the batch?)" \
+            if output.dim() >= 1 and shape[0] != batch else f"{output.dim()} dimensions"
+        raise ShapeError(f"{what} outputs {shape}: {detail}; repinv takes feature maps (B, C, h, w), token "
+                         f"sequences (B, N, C) or vectors (B, D)")
+    # Contiguous: features are saved (feature caches, safetensors) and views of timm's internals may not be.
+    if output.dim() == 2:
+        return output.contiguous()
+    if output.dim() == 4:
+        if layout == "auto":
+            first, last = _fits(shape[2], shape[3], input_size), _fits(shape[1], shape[2], input_size)
+            layout = "NHWC" if last and not first else "NCHW" if first and not last else default_layout
+        return (output.permute(0, 3, 1, 2) if layout == "NHWC" else output).contiguous()
+    tokens, channels = shape[1], shape[2]
+    height = width = 0
+    for prefix in dict.fromkeys((num_prefix_tokens, 0)):  # prefix tokens dropped, or a sequence without them
+        count = tokens - prefix
+        if grid is not None and count == int(grid[0]) * int(grid[1]):
+            height, width = int(grid[0]), int(grid[1])
+        elif count > 0 and math.isqrt(count) ** 2 == count:
+            height = width = math.isqrt(count)
+        if height:
+            break
+    if not height:
+        raise ShapeError(f"{what} outputs {shape}: {tokens} tokens minus {num_prefix_tokens} prefix tokens form "
+                         f"no grid; choose another layer")
+    patches = output[:, tokens - height * width:]
+    return patches.transpose(1, 2).reshape(batch, channels, height, width).contiguous()
+
+
+def featured_layers(model: nn.Module) -> list[str]:
+    """A model's main layers: its ``feature_info`` stages (timm's own choice), else its top-level children."""
+    modules = {name for name, _ in model.named_modules() if name}
+    info = getattr(model, "feature_info", None) or []
+    stages = [entry.get("module") for entry in info if isinstance(entry, Mapping)]
+    featured = [name for name in dict.fromkeys(stages) if isinstance(name, str) and name in modules]
+    if not featured:
+        featured = [name for name, _ in model.named_children()]
+    head = [name for name in HEAD_LAYERS if name != "pooled" or hasattr(model, "forward_head")]
+    return featured + head
+
+
+@functools.lru_cache(maxsize=4)
+def _meta_skeleton(model_name: str) -> nn.Module | None:
+    """A model on the meta device, for module names and dry-run shapes: no memory, no initialization, no compute.
+
+    ``None`` where timm cannot build the model there (some compute values in ``__init__`` with ``.item()``).
+    """
+    try:
+        with torch.device("meta"):
+            return timm.create_model(model_name, pretrained=False).eval()
+    except Exception:  # whatever the reason, the caller falls back to a real model
+        return None
+
+
+def timm_variants(prefix: str | None = None) -> list[str]:
+    """Variant names to list: the main layers of one model, ``<model>:<layer>``.
+
+    Args:
+        prefix: what the user asked for after ``timm:`` (``"vit_tiny_patch16_224"`` or ``"resnet18:lay*"``); the
+            model named there is listed. ``None`` lists :data:`EXAMPLE_MODEL`'s. Every layer of every timm model
+            would be tens of thousands of names, so patterns over models list nothing.
+
+    Returns:
+        ``["<model>:<layer>", …]``; empty when the model is unknown or given as a pattern.
+    """
+    model_name = EXAMPLE_MODEL if prefix is None else prefix.split(":", 1)[0].rstrip("*")
+    if not model_name or any(c in model_name for c in "*?[") or not timm.is_model(model_name):
+        return []
+    model = _meta_skeleton(model_name) or timm.create_model(model_name, pretrained=False)
+    return [f"{model_name}:{layer}" for layer in featured_layers(model)]
+
+
+def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
+    """Read a state dict from a local ``.safetensors`` file or a ``.pth`` file (``torch.load(weights_only=True)``).
+
+    A checkpoint that wraps the weights (``{"state_dict": …}``, ``{"model": …}``, as training scripts write them)
+    is unwrapped, and a ``module.`` prefix on every key (DistributedDataParallel) is removed.
+
+    Args:
+        path: the file.
+        what: how to name it in errors.
+
+    Returns:
+        Parameter and buffer names → tensors, on the CPU.
+
+    Raises:
+        InvalidOption: the file is missing, unreadable, or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidOption(f"{what} {str(path)!r} not found")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(path, device="cpu")
+        else:
+            # weights_only refuses pickled code; the file comes from outside repinv.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
+        reason = _reason(error)
+        raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
+    state = {str(k): v for k, v in state.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _reason(error: BaseException, limit: int = 160) -> str:
+    """An error's first line, shortened: messages here are one line."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
+
+    Raises:
+        InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
+    """
+    expected = nn.Module.state_dict(model)
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = ([f"missing keys {_names(missing)}"] if missing else []) + \
+               ([f"unexpected keys {_names(unexpected)}"] if unexpected else []) + \
+               ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
+    if problems:
+        raise InvalidOption(f"{what} does not match timm's {type(model).__name__}: {'; '.join(problems)}")
+
+
+def _parse_weights(value: Any) -> str:
+    """``pretrained``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if text.lower() in ("pretrained", "none"):
+            return text.lower()
+        if Path(text).suffix.lower() in WEIGHT_SUFFIXES:
+            return str(Path(text).expanduser().absolute())  # rebuilds from any working directory
+    raise InvalidOption(f"timm option weights must be pretrained, none, or the path of a .safetensors or .pth file "
+                        f"in timm's key format, got {value!r}")
+
+
+def _pretrained_state_dict(model_name: str, pretrained_cfg: Mapping[str, Any]) -> dict[str, Tensor]:
+    """timm's pretrained weights for ``model_name``, through ``timm.create_model(pretrained=True)`` and its cache."""
+    alternatives = (f"use --rep-opt weights=none for random weights, or --rep-opt "
+                    f"weights=/path/to/{model_name}.safetensors (or .pth, timm's key format) for a local copy")
+    if not any(pretrained_cfg.get(key) for key in ("hf_hub_id", "url", "file", "state_dict")):
+        raise WeightsUnavailable(f"timm has no pretrained weights for {model_name}; {alternatives}")
+    try:
+        # timm's own loader: it knows each model's source and any key conversion its checkpoint needs.
+        source = timm.create_model(model_name, pretrained=True)
+    except Exception as error:  # no network, no cache, a truncated download: all mean "not available"
+        reason = _reason(error)
+        raise WeightsUnavailable(f"timm's pretrained weights for {model_name} could not be obtained "
+                                 f"({type(error).__name__}: {reason}); {alternatives}") from None
+    return source.state_dict()
+
+
+def _weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
+    module._pending = None  # type: ignore[assignment]
+
+
+class TimmLayer(Representation):
+    """One layer of a timm model, brought to a feature map or vector.
+
+    Args:
+        model_name: a timm model name, optionally with a pretrained tag (``"resnet18.a1_in1k"``).
+        layer: a module name from ``named_modules()``, ``"pooled"`` or ``"logits"``.
+        weights: ``pretrained`` (timm's), ``none`` (random, seeded by ``seed``) or the path of a ``.safetensors`` /
+            ``.pth`` state dict in timm's key format. Loaded on first use.
+        seed: seeds the random initialization; the same seed gives the same weights.
+        layout: how a 4-D output is read: ``auto`` (from its shape), ``NCHW`` or ``NHWC``.
+
+    Shape:
+        - Input: ``(B, 3, H, W)`` RGB in [0, 1], any size; resized to the model's input size and normalized inside.
+        - Output: ``(B, C, h, w)`` or ``(B, D)``; see :meth:`spec`.
+
+    Example:
+        >>> TimmLayer("resnet18", "layer3", weights="none")(torch.rand(2, 3, 64, 64)).shape
+        torch.Size([2, 256, 14, 14])
+    """
+
+    differentiable = True
+    per_image = False
+    _specs: ClassVar[dict[tuple[str, str, str], tuple[int, ...]]] = {}  # per (model, layer, layout)
+
+    def __init__(self, model_name: str, layer: str, weights: Any = "pretrained", seed: int = 0,
+                 layout: str = "auto") -> None:
+        super().__init__()
+        if not timm.is_model(model_name):
+            raise UnknownModel(model_name, available=timm.list_models())
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise InvalidOption(f"timm option seed must be an integer, got {seed!r}")
+        if layout not in LAYOUTS:
+            raise InvalidOption(f"timm option layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.model_name, self.layer, self.seed, self.layout = model_name, layer, seed, layout
+        self.weights = _parse_weights(weights)
+        self.name = f"timm:{model_name}:{layer}"
+        with torch.random.fork_rng(devices=[]):  # timm's initialization, seeded without touching the global state
+            torch.manual_seed(seed)
+            self.model = timm.create_model(model_name, pretrained=False)
+        modules = dict(self.model.named_modules())
+        if layer not in HEAD_LAYERS and (layer not in modules or not layer):
+            featured = featured_layers(self.model)
+            others = [name for name in modules if name and name not in featured]
+            raise UnknownVariant(f"{model_name}:{layer}", available=[f"{model_name}:{n}" for n in featured + others])
+        if layer == "pooled" and not hasattr(self.model, "forward_head"):
+            raise UnknownVariant(f"{model_name}:{layer}", available=[
+                f"{model_name}:{n}" for n in featured_layers(self.model)])
+        data = timm.data.resolve_data_config({}, model=self.model)
+        channels, height, width = (int(v) for v in data["input_size"])
+        if channels not in (1, 3):
+            raise InvalidOption(f"timm model {model_name} takes {channels}-channel images; repinv gives RGB")
+        self.input_size = (height, width)
+        self.interpolation = data.get("interpolation") if data.get("interpolation") in ("bilinear", "bicubic") \
+            else "bilinear"
+        mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, channels, 1, 1)
+        std = torch.tensor(data["std"], dtype=torch.float32).view(1, channels, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self._pending: str | None = None if self.weights == "none" else self.weights
+        self.register_load_state_dict_post_hook(_weights_given)
+        self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
+
+    @property
+    def weights_pending(self) -> bool:
+        """Whether the weights are still to be loaded (on the first forward or state_dict)."""
+        return self._pending is not None
+
+    def load_weights(self) -> "TimmLayer":
+        """Load the weights now, if not yet done (the first :meth:`forward` or :meth:`state_dict` does it anyway).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            WeightsUnavailable: the model has no pretrained weights, or they could not be downloaded.
+            InvalidOption: a local weights file is missing, unreadable, or does not match the model (keys named).
+        """
+        if self._pending is None:
+            return self
+        if self._pending == "pretrained":
+            what = f"timm's pretrained weights for {self.model_name}"
+            state = _pretrained_state_dict(self.model_name, getattr(self.model, "pretrained_cfg", {}) or {})
+        else:
+            what = f"timm weights file {self._pending!r}"
+            state = read_state_dict(self._pending, "timm weights file")
+        check_state_dict(self.model, state, what)
+        with torch.inference_mode(False), torch.no_grad():  # parameters stay usable by autograd afterwards
+            self.model.load_state_dict(state)
+        self._pending = None
+        return self
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state dict, after loading pending weights (so it never holds the placeholder weights)."""
+        self.load_weights()
+        return super().state_dict(*args, **kwargs)
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        """Resize to the model's input size and normalize (luma first for a one-channel model)."""
+        if self.mean.shape[1] == 1:
+            images = rgb_to_gray(images)
+        if tuple(images.shape[-2:]) != self.input_size:
+            images = F.interpolate(images, size=self.input_size, mode=self.interpolation, antialias=True,
+                                   align_corners=False)
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def _features(self, model: nn.Module, inputs: Tensor, batch: int) -> Tensor:
+        """The layer's output of ``model`` (this representation's, or a meta-device twin) on prepared inputs."""
+        if self.layer == "logits":
+            output = model(inputs)
+        elif self.layer == "pooled":
+            output = model.forward_head(model.forward_features(inputs), pre_logits=True)
+        else:
+            output = capture(model, model.get_submodule(self.layer), inputs)
+        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+        return to_features(output, batch=batch, input_size=self.input_size,
+                           num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0), grid=grid,
+                           layout=self.layout, default_layout=str(getattr(model, "output_fmt", "NCHW")),
+                           what=self.name)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Compute the layer's output.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB images, float in [0, 1].
+
+        Returns:
+            ``(B, C, h, w)`` or ``(B, D)`` features, differentiable with respect to ``images``.
+        """
+        check_images(images)
+        self.load_weights()
+        return self._features(self.model, self._prepare(images), images.shape[0])
+
+    def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
+        """The feature shape; the same for every image size (images are resized). Loads no weights.
+
+        Computed once per model, layer and layout by a dry run: on the meta device where timm can build the model
+        there (no compute), else of this representation's model in evaluation mode (shapes do not depend on the
+        weights, so pending ones are not loaded).
+        """
+        if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+            raise ShapeError(f"image_size must be (H, W) with positive sides, got {tuple(image_size)}")
+        key = (self.model_name, self.layer, self.layout)
+        if key not in self._specs:
+            self._specs[key] = self._dry_run()
+        return FeatureSpec(self._specs[key])
+
+    def _dry_run(self) -> tuple[int, ...]:
+        channels = self.mean.shape[1]
+        skeleton = _meta_skeleton(self.model_name)
+        if skeleton is not None:
+            try:
+                probe = torch.zeros(1, channels, *self.input_size, device="meta")
+                return tuple(self._features(skeleton, probe, 1).shape[1:])
+            except ShapeError:
+                raise
+            except Exception:  # an operation without a meta kernel: run the real model instead
+                pass
+        reference = next(iter(self.model.parameters()), None)
+        probe = torch.zeros(1, channels, *self.input_size, device=reference.device if reference is not None else "cpu",
+                            dtype=reference.dtype if reference is not None else torch.float32)
+        was_training = self.model.training
+        self.model.eval()  # the dry run must not update batch-norm statistics
+        try:
+            with torch.no_grad():
+                return tuple(self._features(self.model, probe, 1).shape[1:])
+        finally:
+            self.model.train(was_training)
+
+    def config(self) -> dict[str, Any]:
+        """All options, JSON-able: ``create_representation(self.name, **config)`` rebuilds this representation."""
+        return {"weights": self.weights, "seed": self.seed, "layout": self.layout}
+
+    def extra_repr(self) -> str:
+        """Model, layer and options, for ``repr``."""
+        return (f"model={self.model_name!r}, layer={self.layer!r}, weights={self.weights!r}, seed={self.seed}, "
+                f"layout={self.layout!r}, input_size={self.input_size}")
+
+
+def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
+    """The ``timm`` factory: ``variant`` is ``<model>:<layer>``.
+
+    Args:
+        variant: ``"resnet18:layer3"``; a model without a layer raises :class:`UnknownVariant` listing its layers.
+        **options: ``weights`` (``pretrained``, ``none`` or a path; default ``pretrained``), ``seed`` (int, 0),
+            ``layout`` (``auto``, ``NCHW``, ``NHWC``).
+
+    Returns:
+        The representation; no weights are loaded until it is used.
+
+    Raises:
+        UnknownVariant: no model, an unknown model (nearest timm models listed), no layer or an unknown layer
+            (the model's main layers listed, nearest first).
+        InvalidOption: an unknown option, or a bad value.
+    """
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise InvalidOption(f"unknown timm option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"valid options: {', '.join(DEFAULTS)}")
+    if not variant:
+        raise UnknownModel(None)
+    model_name, sep, layer = variant.partition(":")
+    if not timm.is_model(model_name):
+        raise UnknownModel(model_name, available=timm.list_models())
+    if not sep or not layer:
+        raise UnknownVariant(None, available=timm_variants(model_name))
+    return TimmLayer(model_name, layer, **{**DEFAULTS, **options})
+
