@@ -23,15 +23,15 @@ from .inverter import Inverter, load
 from .metrics import psnr, ssim
 from .plugins import get_registry, register_plugin, reset_plugins, unregister_plugin
 from .representation import (FeatureSpec, Representation, check_images, check_shape, create_representation,
-                             list_representations, rgb_to_gray)
+                             list_representations, rgb_to_gray, with_defaults)
 from .train import TrainResult, TrainingInterrupted, resume, train
 
 __all__ = [
     "__version__",
     # representations and plugins
     "FeatureSpec", "Representation", "create_representation", "list_representations", "check_images",
-    "check_shape", "rgb_to_gray", "hookimpl", "hookspec", "get_registry", "register_plugin", "unregister_plugin",
-    "reset_plugins",
+    "check_shape", "rgb_to_gray", "with_defaults", "hookimpl", "hookspec", "get_registry", "register_plugin",
+    "unregister_plugin", "reset_plugins",
     # decoders, data, training
     "build_decoder", "decoder_from_config", "ImageDataset", "load_image", "load_images", "DataWarning",
     "TrainConfig", "make_config", "load_recipe", "list_recipes", "train", "resume", "TrainResult",

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from .errors import ShapeError, UnknownRepresentation, UnknownVariant
+from .errors import InvalidOption, ShapeError, UnknownRepresentation, UnknownVariant
 
 __all__ = [
     "FeatureSpec",
@@ -26,6 +26,7 @@ __all__ = [
     "check_images",
     "rgb_to_gray",
     "split_name",
+    "with_defaults",
     "create_representation",
     "list_representations",
 ]
@@ -168,6 +169,27 @@ def split_name(name: str) -> tuple[str, str | None]:
     """Split ``family[:variant]`` at the first colon: ``"timm:resnet18:layer3"`` → ``("timm", "resnet18:layer3")``."""
     family, sep, variant = name.partition(":")
     return family, (variant if sep else None)
+
+
+def with_defaults(family: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A factory's options over its ``defaults``, refusing names it does not know.
+
+    Args:
+        family: the representation family, for the message.
+        options: the options given.
+        defaults: every option the factory takes, with its default.
+
+    Returns:
+        ``defaults`` updated with ``options``.
+
+    Raises:
+        InvalidOption: an option not in ``defaults`` (the message lists the valid ones).
+    """
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InvalidOption(f"unknown {family} option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"valid options: {', '.join(defaults)}")
+    return {**defaults, **options}
 
 
 def create_representation(name: str, **options: Any) -> Representation:

@@ -1,16 +1,24 @@
-"""Shared fixtures: small images on disk, the shared real-photo data (skipped where absent)."""
+"""Shared fixtures: small images on disk, real photos of any size, VLFeat (skipped where absent), the shared data."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: ``photos(size)``: three real photos of ``size``, ``(3, 3, H, W)`` in [0, 1] (the ``photos`` fixture).
+Photos = Callable[[tuple[int, int]], torch.Tensor]
 
 
 def shared_data_root() -> Path:
@@ -46,3 +54,55 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(2)
+
+
+def _load_vlfeat() -> ModuleType:
+    """tests/vlfeat.py, by path, so it is found whatever pytest's import mode."""
+    if "repinv_tests_vlfeat" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("repinv_tests_vlfeat", Path(__file__).parent / "vlfeat.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["repinv_tests_vlfeat"]
+
+
+@pytest.fixture(scope="session")
+def vl() -> ModuleType:
+    """The ctypes wrapper of Debian's libvlfeat1 (tests/vlfeat.py); skips, with the reason, where it is absent."""
+    vlfeat = _load_vlfeat()
+    if not vlfeat.available():
+        pytest.skip(vlfeat.MISSING)
+    return vlfeat
+
+
+@pytest.fixture(scope="session")
+def photos() -> Photos:
+    """``photos(size)``: two native-resolution crops of scikit-image photos and one downscaled whole photo."""
+    from skimage import data as skdata
+
+    astronaut, coffee, chelsea = (torch.from_numpy(f()).permute(2, 0, 1).float() / 255
+                                  for f in (skdata.astronaut, skdata.coffee, skdata.chelsea))
+
+    def make(size: tuple[int, int]) -> torch.Tensor:
+        height, width = size
+        whole = F.interpolate(coffee[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+        return torch.stack([astronaut[:, 40:40 + height, 180:180 + width], whole.clamp(0, 1),
+                            chelsea[:, 60:60 + height, 200:200 + width]])
+
+    return make
+
+
+def registered_family(plugin: ModuleType, family: str) -> Iterator[object]:
+    """Yield the registry entry of ``family``: from the installed entry point, or from ``plugin`` registered by
+    hand for the test (and unregistered after it) where the distribution is not installed."""
+    from repinv.plugins import get_registry, register_plugin, unregister_plugin
+
+    if family in get_registry().representations:
+        yield get_registry().representations[family]
+        return
+    name = register_plugin(plugin, name=f"{plugin.__name__} (test)")
+    try:
+        yield get_registry().representations[family]
+    finally:
+        unregister_plugin(name)

@@ -46,7 +46,7 @@ import torchvision
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.representation import FeatureSpec, Representation, check_images
+from repinv.representation import FeatureSpec, Representation, check_images, with_defaults
 
 __all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "capture", "read_state_dict",
            "check_state_dict", "layer_names"]
@@ -383,8 +383,5 @@ def create_alexnet(variant: str | None = None, **options: Any) -> AlexNetLayer:
     """
     if variant is None:
         raise UnknownVariant(None, available=list(LAYERS))
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InvalidOption(f"unknown alexnet option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"valid options: {', '.join(DEFAULTS)}")
-    return AlexNetLayer(variant, **{**DEFAULTS, **options})
+    options = with_defaults("alexnet", options, DEFAULTS)
+    return AlexNetLayer(variant, **options)

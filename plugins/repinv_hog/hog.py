@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray
+from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["HOG", "DEFAULTS", "create_hog", "hog_uoctti", "hog_grid_size", "direction_table"]
 
@@ -409,8 +409,4 @@ def create_hog(variant: str | None = None, **options: Any) -> HOG:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InvalidOption(f"unknown hog option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"valid options: {', '.join(DEFAULTS)}")
-    return HOG(**{**DEFAULTS, **options})
+    return HOG(**with_defaults("hog", options, DEFAULTS))

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray
+from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["LBP", "DEFAULTS", "DIMENSION", "NEIGHBOURS", "create_lbp", "lbp_uniform", "lbp_codes",
            "lbp_grid_size", "uniform_mapping"]
@@ -293,8 +293,4 @@ def create_lbp(variant: str | None = None, **options: Any) -> LBP:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InvalidOption(f"unknown lbp option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"valid options: {', '.join(DEFAULTS)}")
-    return LBP(**{**DEFAULTS, **options})
+    return LBP(**with_defaults("lbp", options, DEFAULTS))

@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, UnknownVariant
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray
+from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = [
     "SIFT",
@@ -316,8 +316,4 @@ def create_sift(variant: str | None = None, **options: Any) -> SIFT:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InvalidOption(f"unknown sift option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"valid options: {', '.join(DEFAULTS)}")
-    return SIFT(**{**DEFAULTS, **options})
+    return SIFT(**with_defaults("sift", options, DEFAULTS))

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray
+from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
            "featured_layers", "to_features", "capture", "read_state_dict", "check_state_dict"]
@@ -521,10 +521,7 @@ def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
             (the model's main layers listed, nearest first).
         InvalidOption: an unknown option, or a bad value.
     """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise InvalidOption(f"unknown timm option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                            f"valid options: {', '.join(DEFAULTS)}")
+    options = with_defaults("timm", options, DEFAULTS)
     if not variant:
         raise UnknownModel(None)
     model_name, sep, layer = variant.partition(":")
@@ -532,5 +529,5 @@ def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
         raise UnknownModel(model_name, available=timm.list_models())
     if not sep or not layer:
         raise UnknownVariant(None, available=timm_variants(model_name))
-    return TimmLayer(model_name, layer, **{**DEFAULTS, **options})
+    return TimmLayer(model_name, layer, **options)
 

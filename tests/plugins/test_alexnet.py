@@ -14,6 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import registered_family
+
 import repinv_alexnet
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.representation import FeatureSpec, create_representation
@@ -312,27 +314,18 @@ def test_weights_loaded_in_inference_mode_train_afterwards(base: AlexNetLayer, t
 
 
 @pytest.fixture
-def registered() -> Iterator[None]:
-    """The ``alexnet`` family, from the installed entry point, or registered by hand where it is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
-
-    if "alexnet" in get_registry().representations:
-        yield
-        return
-    name = register_plugin(repinv_alexnet, name="repinv_alexnet (test)")
-    try:
-        yield
-    finally:
-        unregister_plugin(name)
+def registered() -> Iterator[object]:
+    """The ``alexnet`` family, from the installed entry point or registered by hand for the test."""
+    yield from registered_family(repinv_alexnet, "alexnet")
 
 
-def test_listed_layers(registered: None) -> None:
+def test_listed_layers(registered: object) -> None:
     from repinv.representation import list_representations
 
     assert list_representations("alexnet") == sorted(f"alexnet:{layer}" for layer in LAYERS)
 
 
-def test_reps_lists_eight_layers_without_downloading(registered: None, offline: list[str],
+def test_reps_lists_eight_layers_without_downloading(registered: object, offline: list[str],
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 

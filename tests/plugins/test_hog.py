@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import math
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Photos, registered_family
 
 import repinv_hog
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
@@ -24,44 +23,6 @@ from repinv_hog.hog import HOG, create_hog, direction_table, hog_grid_size
 
 TOLERANCE = 1e-4  # max abs difference to VLFeat; float rounding alone gives ~3e-7
 SIZES = [(64, 64), (61, 61), (100, 77), (128, 96), (37, 53)]
-
-
-def _load_vlfeat() -> ModuleType:
-    """tests/vlfeat.py, by path, so it is found whatever pytest's import mode."""
-    if "repinv_tests_vlfeat" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("repinv_tests_vlfeat", Path(__file__).parents[1] / "vlfeat.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["repinv_tests_vlfeat"]
-
-
-vlfeat = _load_vlfeat()
-
-
-@pytest.fixture(scope="module")
-def vl() -> ModuleType:
-    if not vlfeat.available():
-        pytest.skip(vlfeat.MISSING)
-    return vlfeat
-
-
-@pytest.fixture(scope="module")
-def sources() -> list[torch.Tensor]:
-    from skimage import data as skdata
-
-    return [torch.from_numpy(f()).permute(2, 0, 1).float() / 255 for f in (skdata.astronaut, skdata.coffee,
-                                                                             skdata.chelsea)]
-
-
-def photos(sources: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Three real photos of ``size``: two native-resolution crops and one downscaled whole photo."""
-    height, width = size
-    astronaut = sources[0][:, 40:40 + height, 180:180 + width]
-    coffee = F.interpolate(sources[1][None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    chelsea = sources[2][:, 60:60 + height, 200:200 + width]
-    return torch.stack([astronaut, coffee.clamp(0, 1), chelsea])
 
 
 def max_difference_to_vlfeat(vl: ModuleType, images: torch.Tensor, **options: object) -> float:
@@ -82,18 +43,18 @@ def max_difference_to_vlfeat(vl: ModuleType, images: torch.Tensor, **options: ob
 
 @pytest.mark.parametrize("cell_size", [8, 4, 6])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_matches_vlfeat_on_photos(vl: ModuleType, sources: list[torch.Tensor], size: tuple[int, int],
+def test_matches_vlfeat_on_photos(vl: ModuleType, photos: Photos, size: tuple[int, int],
                                   cell_size: int) -> None:
-    difference = max_difference_to_vlfeat(vl, photos(sources, size), cell_size=cell_size)
+    difference = max_difference_to_vlfeat(vl, photos(size), cell_size=cell_size)
     print(f"max |ours - VLFeat| at {size[0]}x{size[1]}, cell {cell_size}: {difference:.2e}")
     assert difference < TOLERANCE
 
 
 @pytest.mark.parametrize("orientations", [1, 2, 4, 5, 18])
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hard", "bilinear"])
-def test_matches_vlfeat_options(vl: ModuleType, sources: list[torch.Tensor], orientations: int,
+def test_matches_vlfeat_options(vl: ModuleType, photos: Photos, orientations: int,
                                 bilinear: bool) -> None:
-    images = photos(sources, (61, 53))
+    images = photos((61, 53))
     difference = max_difference_to_vlfeat(vl, images, cell_size=5, orientations=orientations,
                                           bilinear_orientations=bilinear)
     assert difference < TOLERANCE
@@ -187,8 +148,8 @@ def test_too_small_images_raise() -> None:
         HOG()(torch.rand(1, 1, 64, 64))
 
 
-def test_batch_equals_single_images(monkeypatch: pytest.MonkeyPatch, sources: list[torch.Tensor]) -> None:
-    images = torch.cat([photos(sources, (61, 53)), torch.rand(2, 3, 61, 53)])
+def test_batch_equals_single_images(monkeypatch: pytest.MonkeyPatch, photos: Photos) -> None:
+    images = torch.cat([photos((61, 53)), torch.rand(2, 3, 61, 53)])
     hog = HOG()
     singles = torch.cat([hog(image[None]) for image in images])
     torch.testing.assert_close(hog(images), singles, atol=1e-6, rtol=0)
@@ -301,8 +262,8 @@ def test_dtypes_and_layouts() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("bilinear", [False, True], ids=["hard", "bilinear"])
-def test_cuda_matches_cpu(sources: list[torch.Tensor], bilinear: bool) -> None:
-    images = torch.cat([photos(sources, (40, 36)), _synthetic()])
+def test_cuda_matches_cpu(photos: Photos, bilinear: bool) -> None:
+    images = torch.cat([photos((40, 36)), _synthetic()])
     hog = HOG(bilinear_orientations=bilinear)
     on_gpu = hog.to("cuda")(images.cuda())
     assert on_gpu.device.type == "cuda"
@@ -317,17 +278,8 @@ def test_cuda_matches_cpu(sources: list[torch.Tensor], bilinear: bool) -> None:
 
 @pytest.fixture
 def registered() -> Iterator[object]:
-    """The ``hog`` family, from the installed entry point, or registered by hand where it is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
-
-    if "hog" in get_registry().representations:
-        yield get_registry().representations["hog"]
-        return
-    name = register_plugin(repinv_hog, name="repinv_hog (test)")
-    try:
-        yield get_registry().representations["hog"]
-    finally:
-        unregister_plugin(name)
+    """The ``hog`` family, from the installed entry point or registered by hand for the test."""
+    yield from registered_family(repinv_hog, "hog")
 
 
 def test_create_representation(registered: object) -> None:

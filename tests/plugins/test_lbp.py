@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Photos, registered_family
 
 import repinv_lbp
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
@@ -23,44 +22,6 @@ from repinv_lbp.lbp import LBP, NEIGHBOURS, create_lbp, lbp_codes, lbp_grid_size
 
 TOLERANCE = 1e-4  # max abs difference to VLFeat; float rounding alone gives ~1e-7
 SIZES = [(64, 64), (61, 61), (100, 77), (128, 96), (37, 53)]
-
-
-def _load_vlfeat() -> ModuleType:
-    """tests/vlfeat.py, by path, so it is found whatever pytest's import mode."""
-    if "repinv_tests_vlfeat" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("repinv_tests_vlfeat", Path(__file__).parents[1] / "vlfeat.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return sys.modules["repinv_tests_vlfeat"]
-
-
-vlfeat = _load_vlfeat()
-
-
-@pytest.fixture(scope="module")
-def vl() -> ModuleType:
-    if not vlfeat.available():
-        pytest.skip(vlfeat.MISSING)
-    return vlfeat
-
-
-@pytest.fixture(scope="module")
-def sources() -> list[torch.Tensor]:
-    from skimage import data as skdata
-
-    return [torch.from_numpy(f()).permute(2, 0, 1).float() / 255 for f in (skdata.astronaut, skdata.coffee,
-                                                                             skdata.chelsea)]
-
-
-def photos(sources: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Three real photos of ``size``: two native-resolution crops and one downscaled whole photo."""
-    height, width = size
-    astronaut = sources[0][:, 40:40 + height, 180:180 + width]
-    coffee = F.interpolate(sources[1][None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    chelsea = sources[2][:, 60:60 + height, 200:200 + width]
-    return torch.stack([astronaut, coffee.clamp(0, 1), chelsea])
 
 
 def max_difference_to_vlfeat(vl: ModuleType, images: torch.Tensor, cell_size: int = 16) -> float:
@@ -80,19 +41,19 @@ def max_difference_to_vlfeat(vl: ModuleType, images: torch.Tensor, cell_size: in
 
 @pytest.mark.parametrize("cell_size", [16, 8, 5, 7])
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
-def test_matches_vlfeat_on_photos(vl: ModuleType, sources: list[torch.Tensor], size: tuple[int, int],
+def test_matches_vlfeat_on_photos(vl: ModuleType, photos: Photos, size: tuple[int, int],
                                   cell_size: int) -> None:
-    difference = max_difference_to_vlfeat(vl, photos(sources, size), cell_size=cell_size)
+    difference = max_difference_to_vlfeat(vl, photos(size), cell_size=cell_size)
     print(f"max |ours - VLFeat| at {size[0]}x{size[1]}, cell {cell_size}: {difference:.2e}")
     assert difference < TOLERANCE
 
 
 @pytest.mark.parametrize("cell_size, size", [(1, (9, 7)), (2, (11, 10)), (3, (3, 3)), (3, (20, 13)),
                                              (16, (16, 16)), (16, (31, 17)), (23, (40, 46)), (40, (41, 77))])
-def test_matches_vlfeat_edge_geometries(vl: ModuleType, sources: list[torch.Tensor], cell_size: int,
+def test_matches_vlfeat_edge_geometries(vl: ModuleType, photos: Photos, cell_size: int,
                                         size: tuple[int, int]) -> None:
     # Tiny cells, one cell per image, the largest image that still has one cell, cells over half the image.
-    assert max_difference_to_vlfeat(vl, photos(sources, size), cell_size=cell_size) < TOLERANCE
+    assert max_difference_to_vlfeat(vl, photos(size), cell_size=cell_size) < TOLERANCE
 
 
 def _synthetic() -> torch.Tensor:
@@ -181,8 +142,8 @@ def test_uniform_mapping() -> None:
     assert sorted(mapping).count(57) == 256 - 58
 
 
-def test_features_are_hellinger_normalized(sources: list[torch.Tensor]) -> None:
-    features = LBP(cell_size=8)(photos(sources, (61, 53)))
+def test_features_are_hellinger_normalized(photos: Photos) -> None:
+    features = LBP(cell_size=8)(photos((61, 53)))
     assert bool((features >= 0).all())
     torch.testing.assert_close(features.square().sum(1), torch.ones(3, 7, 6), atol=1e-5, rtol=0)
 
@@ -226,9 +187,9 @@ def test_too_small_images_raise() -> None:
         LBP()(torch.rand(1, 1, 64, 64))
 
 
-def test_batch_equals_single_images(monkeypatch: pytest.MonkeyPatch, sources: list[torch.Tensor]) -> None:
+def test_batch_equals_single_images(monkeypatch: pytest.MonkeyPatch, photos: Photos) -> None:
     noise = torch.rand(2, 3, 61, 53, generator=torch.Generator().manual_seed(0))
-    images = torch.cat([photos(sources, (61, 53)), noise])
+    images = torch.cat([photos((61, 53)), noise])
     lbp = LBP(cell_size=8)
     singles = torch.cat([lbp(image[None]) for image in images])
     torch.testing.assert_close(lbp(images), singles, atol=1e-6, rtol=0)
@@ -305,8 +266,8 @@ def test_dtypes_and_layouts() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_matches_cpu(sources: list[torch.Tensor]) -> None:
-    images = torch.cat([photos(sources, (40, 36)), _synthetic()])
+def test_cuda_matches_cpu(photos: Photos) -> None:
+    images = torch.cat([photos((40, 36)), _synthetic()])
     # Same gray on both devices: same patterns, so only the order of float additions differs.
     gray = rgb_to_gray(images)[:, 0]
     on_gpu = lbp_uniform(gray.cuda(), cell_size=8)
@@ -325,17 +286,8 @@ def test_cuda_matches_cpu(sources: list[torch.Tensor]) -> None:
 
 @pytest.fixture
 def registered() -> Iterator[object]:
-    """The ``lbp`` family, from the installed entry point, or registered by hand where it is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
-
-    if "lbp" in get_registry().representations:
-        yield get_registry().representations["lbp"]
-        return
-    name = register_plugin(repinv_lbp, name="repinv_lbp (test)")
-    try:
-        yield get_registry().representations["lbp"]
-    finally:
-        unregister_plugin(name)
+    """The ``lbp`` family, from the installed entry point or registered by hand for the test."""
+    yield from registered_family(repinv_lbp, "lbp")
 
 
 def test_create_representation(registered: object) -> None:

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import registered_family
+
 import repinv_sift
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
 from repinv.representation import FeatureSpec
@@ -316,17 +318,8 @@ def test_no_variants() -> None:
 
 @pytest.fixture
 def registered() -> Iterator[object]:
-    """The ``sift`` family, from the installed entry point, or registered by hand where it is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
-
-    if "sift" in get_registry().representations:
-        yield get_registry().representations["sift"]
-        return
-    name = register_plugin(repinv_sift, name="repinv_sift (test)")
-    try:
-        yield get_registry().representations["sift"]
-    finally:
-        unregister_plugin(name)
+    """The ``sift`` family, from the installed entry point or registered by hand for the test."""
+    yield from registered_family(repinv_sift, "sift")
 
 
 def test_registered(registered: object) -> None:

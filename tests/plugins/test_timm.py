@@ -16,6 +16,8 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import registered_family
+
 import repinv_timm
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.representation import FeatureSpec, create_representation
@@ -286,21 +288,12 @@ def test_load_state_dict_supplies_the_weights(offline: list[str]) -> None:
 
 
 @pytest.fixture
-def registered() -> Iterator[None]:
-    """The ``timm`` family, from the installed entry point, or registered by hand where it is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
-
-    if "timm" in get_registry().representations:
-        yield
-        return
-    name = register_plugin(repinv_timm, name="repinv_timm (test)")
-    try:
-        yield
-    finally:
-        unregister_plugin(name)
+def registered() -> Iterator[object]:
+    """The ``timm`` family, from the installed entry point or registered by hand for the test."""
+    yield from registered_family(repinv_timm, "timm")
 
 
-def test_reps_lists_layers_with_shapes_offline(registered: None, offline: list[str],
+def test_reps_lists_layers_with_shapes_offline(registered: object, offline: list[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
