@@ -67,16 +67,18 @@ def reps(pattern: str, image_size: int) -> None:
     from .representation import create_representation, list_representations, split_name
 
     registry = get_registry()
-    rows = []
+    rows, described = [], set()
     for name in list_representations(pattern):
-        entry = registry.representations[split_name(name)[0]]
+        family = split_name(name)[0]
+        entry = registry.representations[family]
         try:
             rep = create_representation(name)
             spec = rep.spec((image_size, image_size))
             shape, kind, grad = str(spec), spec.kind, "yes" if rep.differentiable else "no"
         except RepinvError as error:
             shape, kind, grad = f"({error})", "?", "?"
-        rows.append([name, kind, shape, grad, entry.description])
+        rows.append([name, kind, shape, grad, "" if family in described else entry.description])
+        described.add(family)  # a family's description once, on its first row
     if not rows:
         raise click.ClickException(f"no representation matches {pattern!r}; `repinv reps` lists them all")
     console.print(_rows_table(f"representations at {image_size}x{image_size}",
