@@ -63,7 +63,9 @@ def register_representations(register: Callable[..., None]) -> None:
     Args:
         register: ``register(family, factory, *, description="", variants=None)``. ``factory(variant, **options)``
             returns a :class:`~repinv.Representation`; ``variants()`` (optional) returns the variant names
-            ``repinv reps FAMILY`` lists.
+            ``repinv reps FAMILY`` lists. A family too large to list whole may take one argument instead,
+            ``variants(asked)``: what the user typed after ``family:`` (``None`` for a bare family or a pattern
+            over families), e.g. ``"resnet18"`` for ``repinv reps timm:resnet18``.
     """
 
 

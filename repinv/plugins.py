@@ -9,6 +9,7 @@ restricts which entry-point plugins load (the core's own plugin always loads).
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -41,23 +42,31 @@ class Entry:
         obj: the factory, builder or function.
         plugin: the name of the plugin that registered it.
         description: one line for listings.
-        variants: for representations, an optional callable listing variant names.
+        variants: for representations, an optional callable listing variant names; it may take one argument,
+            what the user asked for after ``family:`` (or ``None``), for families too large to list whole.
     """
 
     name: str
     obj: Callable[..., Any]
     plugin: str
     description: str = ""
-    variants: Callable[[], Iterable[str]] | None = None
+    variants: Callable[..., Iterable[str]] | None = None
 
     @property
     def factory(self) -> Callable[..., Any]:
         """Alias of :attr:`obj` for representation factories."""
         return self.obj
 
-    def list_variants(self) -> list[str]:
-        """The variant names, or ``[]`` when the family has none or does not list them."""
-        return list(self.variants()) if self.variants else []
+    def list_variants(self, asked: str | None = None) -> list[str]:
+        """The variant names, or ``[]`` when the family has none or does not list them.
+
+        Args:
+            asked: what the user asked for after ``family:``, passed on to a ``variants`` callable that takes it.
+        """
+        if not self.variants:
+            return []
+        takes_argument = bool(inspect.signature(self.variants).parameters)
+        return list(self.variants(asked) if takes_argument else self.variants())
 
 
 @dataclass
@@ -127,7 +136,7 @@ def _collect(manager: pluggy.PluginManager) -> Registry:
             plugin_name = plugin.plugin_name
 
             def register(name: str, obj: Callable[..., Any], *, description: str = "",
-                         variants: Callable[[], Iterable[str]] | None = None,
+                         variants: Callable[..., Iterable[str]] | None = None,
                          _table: dict[str, Entry] = table, _plugin: str = plugin_name, _kind: str = kind) -> None:
                 if not isinstance(name, str) or not name or ":" in name:
                     raise ValueError(f"{_kind[:-1]} names are non-empty and contain no colon, got {name!r}")

@@ -228,17 +228,20 @@ def list_representations(pattern: str = "*") -> list[str]:
     Families with listed variants contribute ``family:variant`` names, others their family name.
 
     Args:
-        pattern: an ``fnmatch`` pattern, e.g. ``"alex*"``; a bare family name lists its variants.
+        pattern: an ``fnmatch`` pattern, e.g. ``"alex*"``; a name without wildcards lists what starts with it, so
+            a family name lists its variants and ``timm:resnet18`` that model's layers.
 
     Returns:
-        Sorted matching names.
+        The matching names: families in alphabetical order, each family's variants in the order it lists them.
     """
     from .plugins import get_registry
 
+    families = get_registry().representations
+    asked_family, asked_variant = split_name(pattern)
     names: list[str] = []
-    for family, entry in sorted(get_registry().representations.items()):
-        variants = entry.list_variants()
+    for family, entry in sorted(families.items()):
+        variants = entry.list_variants(asked_variant if family == asked_family else None)
         names.extend(f"{family}:{v}" for v in variants) if variants else names.append(family)
-    if pattern in get_registry().representations:
+    if asked_family in families and not any(c in pattern for c in "*?["):
         pattern = f"{pattern}*"
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]

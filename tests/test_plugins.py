@@ -115,6 +115,29 @@ def test_unknown_variant_names_family_and_nearest_first(doubler_plugin):
         repinv.unregister_plugin(name)
 
 
+def test_variants_may_receive_what_was_asked_for():
+    asked_for = []
+
+    class Zoo:
+        @hookimpl
+        def register_representations(self, register):
+            def variants(asked):
+                asked_for.append(asked)
+                model = (asked or "small").split(":")[0]
+                return [f"{model}:stem", f"{model}:head"]
+            register("zoo", lambda variant, **options: None, variants=variants)
+
+    name = repinv.register_plugin(Zoo(), name="zoo")
+    try:
+        assert repinv.list_representations("zoo") == ["zoo:small:stem", "zoo:small:head"]  # the family's order
+        assert repinv.list_representations("zoo:big") == ["zoo:big:stem", "zoo:big:head"]
+        assert repinv.list_representations("zoo:big:st*") == ["zoo:big:stem"]
+        assert repinv.list_representations("zo*") == ["zoo:small:stem", "zoo:small:head"]
+        assert asked_for == [None, "big", "big:st*", None]
+    finally:
+        repinv.unregister_plugin(name)
+
+
 def test_split_name_at_first_colon():
     from repinv.representation import split_name
 

@@ -302,10 +302,13 @@ def test_reps_lists_layers_with_shapes_offline(registered: object, offline: list
 
     monkeypatch.setattr(console, "width", 240)  # the table's names are cut at a terminal's 80 columns
 
-    result = CliRunner().invoke(cli, ["reps", "timm:resnet18*"], terminal_width=200)
-    assert result.exit_code == 0, result.output
-    for name, shape in [("act1", "64x112x112"), ("layer3", "256x14x14"), ("pooled", "512"), ("logits", "1000")]:
-        assert f"timm:resnet18:{name}" in result.output and shape in result.output
+    for asked in ("timm:resnet18", "timm:resnet18*"):
+        result = CliRunner().invoke(cli, ["reps", asked], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        for name, shape in [("act1", "64x112x112"), ("layer3", "256x14x14"), ("pooled", "512"), ("logits", "1000")]:
+            assert f"timm:resnet18:{name}" in result.output and shape in result.output
+    result = CliRunner().invoke(cli, ["reps", "timm:convnext_atto"], terminal_width=200)  # not the listed example
+    assert result.exit_code == 0 and "timm:convnext_atto:pooled" in result.output, result.output
     assert offline == []
 
 
