@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ import torchvision
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.layers import capture, check_state_dict, describe_error, read_state_dict, weights_given
 from repinv.representation import FeatureSpec, Representation, check_images, with_defaults
 
 __all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "capture", "read_state_dict",
@@ -71,43 +71,6 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 #: File suffixes taken as a local weights file (anything else must be ``imagenet`` or ``none``).
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: the layer's output is known, the rest of the forward pass is not needed."""
-
-
-def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
-    """Run ``model`` on ``inputs`` until ``module`` has produced its output, and return that output.
-
-    A temporary forward hook takes the output and raises a private exception, so the layers after ``module`` never
-    run and the model is left exactly as it was. A module called several times in one pass gives its first output.
-
-    Args:
-        model: the network.
-        module: one of its submodules.
-        inputs: the network's input.
-
-    Returns:
-        What ``module`` returned (a tensor, or whatever the module returns), part of the autograd graph.
-
-    Raises:
-        ShapeError: the forward pass never called ``module``.
-    """
-    captured: list[Any] = []
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output)
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(inputs)
-    except _Stop:
-        return captured[0]
-    finally:
-        handle.remove()
-    raise ShapeError("the forward pass never reached the requested module")
 
 
 @functools.cache
@@ -139,81 +102,6 @@ def _as_features(output: Any, what: str, batch: int) -> Tensor:
     return output
 
 
-def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
-    """Read a state dict from a local ``.safetensors`` file or a ``.pth`` file (``torch.load(weights_only=True)``).
-
-    A checkpoint that wraps the weights (``{"state_dict": …}`` or ``{"model": …}``, as training scripts write them)
-    is unwrapped, and a ``module.`` prefix on every key (DistributedDataParallel) is removed.
-
-    Args:
-        path: the file.
-        what: how to name it in errors.
-
-    Returns:
-        Parameter and buffer names → tensors, on the CPU.
-
-    Raises:
-        InvalidOption: the file is missing, unreadable, or holds no state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidOption(f"{what} {str(path)!r} not found")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(path, device="cpu")
-        else:
-            # weights_only refuses pickled code; the file comes from outside repinv.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
-        reason = _reason(error)
-        raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
-    state = {str(k): v for k, v in state.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def _reason(error: BaseException, limit: int = 160) -> str:
-    """An error's first line, shortened: messages here are one line."""
-    line = (str(error).strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
-
-
-def _names(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
-
-    Args:
-        model: the module the state dict is meant for.
-        state: the state dict.
-        what: how to name its source in the error (e.g. ``"weights file 'x.pth'"``).
-
-    Raises:
-        InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
-    """
-    expected = nn.Module.state_dict(model)  # the plain method: a representation's own would load its weights first
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = ([f"missing keys {_names(missing)}"] if missing else []) + \
-               ([f"unexpected keys {_names(unexpected)}"] if unexpected else []) + \
-               ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
-    if problems:
-        raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
-
-
 def _parse_weights(value: Any) -> str:
     """``imagenet``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
     if value is None:
@@ -235,16 +123,11 @@ def _imagenet_state_dict() -> dict[str, Tensor]:
     try:
         return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # no network, a proxy, a truncated or corrupt download: all mean "not available"
-        reason = _reason(error)
+        reason = describe_error(error)
         raise WeightsUnavailable(
             f"AlexNet's ImageNet weights (torchvision AlexNet_Weights.IMAGENET1K_V1) could not be obtained "
             f"({type(error).__name__}: {reason}); use --rep-opt weights=none for random weights, or "
             f"--rep-opt weights=/path/to/alexnet.safetensors (or .pth) for a local copy") from None
-
-
-def _weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
-    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
-    module._pending = None  # type: ignore[assignment]
 
 
 class AlexNetLayer(Representation):
@@ -298,7 +181,7 @@ class AlexNetLayer(Representation):
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
         # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
-        self.register_load_state_dict_post_hook(_weights_given)
+        self.register_load_state_dict_post_hook(weights_given)
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
     @property

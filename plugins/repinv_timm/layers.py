@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.layers import capture, check_state_dict, describe_error, read_state_dict, weights_given
 from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
@@ -74,43 +75,6 @@ class UnknownModel(UnknownVariant):
         shown = ", ".join(self.available[:12]) + (f", … ({len(self.available) - 12} more)"
                                                   if len(self.available) > 12 else "")
         return f"unknown {family} model {self.variant!r}; available: {shown or '(none)'}"
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: the layer's output is known, the rest of the forward pass is not needed."""
-
-
-def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
-    """Run ``model`` on ``inputs`` until ``module`` has produced its output, and return that output.
-
-    A temporary forward hook takes the output and raises a private exception, so the layers after ``module`` never
-    run and the model is left exactly as it was. A module called several times in one pass gives its first output.
-
-    Args:
-        model: the network.
-        module: one of its submodules.
-        inputs: the network's input.
-
-    Returns:
-        What ``module`` returned, part of the autograd graph.
-
-    Raises:
-        ShapeError: the forward pass never called ``module``.
-    """
-    captured: list[Any] = []
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        captured.append(output)
-        raise _Stop
-
-    handle = module.register_forward_hook(hook)
-    try:
-        model(inputs)
-    except _Stop:
-        return captured[0]
-    finally:
-        handle.remove()
-    raise ShapeError("the forward pass never reached the requested module (it is not used by this model)")
 
 
 def _fits(height: int, width: int, input_size: tuple[int, int]) -> bool:
@@ -222,76 +186,6 @@ def timm_variants(prefix: str | None = None) -> list[str]:
     return [f"{model_name}:{layer}" for layer in featured_layers(model)]
 
 
-def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
-    """Read a state dict from a local ``.safetensors`` file or a ``.pth`` file (``torch.load(weights_only=True)``).
-
-    A checkpoint that wraps the weights (``{"state_dict": …}``, ``{"model": …}``, as training scripts write them)
-    is unwrapped, and a ``module.`` prefix on every key (DistributedDataParallel) is removed.
-
-    Args:
-        path: the file.
-        what: how to name it in errors.
-
-    Returns:
-        Parameter and buffer names → tensors, on the CPU.
-
-    Raises:
-        InvalidOption: the file is missing, unreadable, or holds no state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InvalidOption(f"{what} {str(path)!r} not found")
-    try:
-        if path.suffix.lower() == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(path, device="cpu")
-        else:
-            # weights_only refuses pickled code; the file comes from outside repinv.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
-        reason = _reason(error)
-        raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
-        raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
-    state = {str(k): v for k, v in state.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def _reason(error: BaseException, limit: int = 160) -> str:
-    """An error's first line, shortened: messages here are one line."""
-    line = (str(error).strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
-
-
-def _names(keys: list[str], limit: int = 6) -> str:
-    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
-    """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
-
-    Raises:
-        InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
-    """
-    expected = nn.Module.state_dict(model)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = ([f"missing keys {_names(missing)}"] if missing else []) + \
-               ([f"unexpected keys {_names(unexpected)}"] if unexpected else []) + \
-               ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
-    if problems:
-        raise InvalidOption(f"{what} does not match timm's {type(model).__name__}: {'; '.join(problems)}")
-
-
 def _parse_weights(value: Any) -> str:
     """``pretrained``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
     if value is None:
@@ -316,15 +210,10 @@ def _pretrained_state_dict(model_name: str, pretrained_cfg: Mapping[str, Any]) -
         # timm's own loader: it knows each model's source and any key conversion its checkpoint needs.
         source = timm.create_model(model_name, pretrained=True)
     except Exception as error:  # no network, no cache, a truncated download: all mean "not available"
-        reason = _reason(error)
+        reason = describe_error(error)
         raise WeightsUnavailable(f"timm's pretrained weights for {model_name} could not be obtained "
                                  f"({type(error).__name__}: {reason}); {alternatives}") from None
     return source.state_dict()
-
-
-def _weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
-    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
-    module._pending = None  # type: ignore[assignment]
 
 
 class TimmLayer(Representation):
@@ -386,7 +275,7 @@ class TimmLayer(Representation):
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self._pending: str | None = None if self.weights == "none" else self.weights
-        self.register_load_state_dict_post_hook(_weights_given)
+        self.register_load_state_dict_post_hook(weights_given)
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
     @property

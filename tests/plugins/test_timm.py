@@ -20,8 +20,9 @@ from conftest import registered_family
 
 import repinv_timm
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.layers import capture
 from repinv.representation import FeatureSpec, create_representation
-from repinv_timm.layers import TimmLayer, capture, create_timm, featured_layers, timm_variants, to_features
+from repinv_timm.layers import TimmLayer, create_timm, featured_layers, timm_variants, to_features
 
 SWIN = "swin_tiny_patch4_window7_224"  # the smallest Swin in timm
 VIT = "vit_tiny_patch16_224"

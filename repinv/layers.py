@@ -1,0 +1,140 @@
+"""Layers of pretrained networks as representations: shared by the AlexNet and timm plugins (and third parties).
+
+* :func:`capture` takes one module's output with a temporary forward hook and stops the forward pass there, so
+  the model stays unmodified and no later layer runs;
+* :func:`read_state_dict` and :func:`check_state_dict` read a local weights file safely and refuse one that does
+  not fit, naming the keys;
+* :func:`weights_given` is the ``load_state_dict`` post-hook of a representation that defers loading its
+  weights: weights that arrive with a state dict (a run's ``encoder.safetensors``) cancel the pending load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidOption, ShapeError
+
+__all__ = ["capture", "read_state_dict", "check_state_dict", "weights_given", "describe_error"]
+
+
+class _Stop(Exception):
+    """Raised by the capture hook: the layer's output is known, the rest of the forward pass is not needed."""
+
+
+def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
+    """Run ``model`` on ``inputs`` until ``module`` has produced its output, and return that output.
+
+    A temporary forward hook takes the output and raises a private exception, so the layers after ``module`` never
+    run and the model is left exactly as it was. A module called several times in one pass gives its first output.
+
+    Args:
+        model: the network.
+        module: one of its submodules.
+        inputs: the network's input.
+
+    Returns:
+        What ``module`` returned (a tensor, or whatever the module returns), part of the autograd graph.
+
+    Raises:
+        ShapeError: the forward pass never called ``module``.
+    """
+    captured: list[Any] = []
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.append(output)
+        raise _Stop
+
+    handle = module.register_forward_hook(hook)
+    try:
+        model(inputs)
+    except _Stop:
+        return captured[0]
+    finally:
+        handle.remove()
+    raise ShapeError("the forward pass never reached the requested module (this model does not use it)")
+
+
+def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:
+    """Read a state dict from a local ``.safetensors`` file or a ``.pth`` file (``torch.load(weights_only=True)``).
+
+    A checkpoint that wraps the weights (``{"state_dict": …}`` or ``{"model": …}``, as training scripts write them)
+    is unwrapped, and a ``module.`` prefix on every key (DistributedDataParallel) is removed.
+
+    Args:
+        path: the file.
+        what: how to name it in errors.
+
+    Returns:
+        Parameter and buffer names → tensors, on the CPU.
+
+    Raises:
+        InvalidOption: the file is missing, unreadable, or holds no state dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidOption(f"{what} {str(path)!r} not found")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(path, device="cpu")
+        else:
+            # weights_only refuses pickled code; the file comes from outside repinv.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any failure to read the file is one message: corrupt, truncated, not a state dict
+        reason = describe_error(error)
+        raise InvalidOption(f"cannot read {what} {str(path)!r}: {type(error).__name__}: {reason}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
+        raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
+    state = {str(k): v for k, v in state.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def describe_error(error: BaseException, limit: int = 160) -> str:
+    """An error's first line, shortened: messages here are one line."""
+    line = (str(error).strip().splitlines() or [""])[0]
+    return line if len(line) <= limit else line[:limit - 1].rstrip() + "…"
+
+
+def _names(keys: list[str], limit: int = 6) -> str:
+    return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
+
+    Args:
+        model: the module the state dict is meant for.
+        state: the state dict.
+        what: how to name its source in the error (e.g. ``"weights file 'x.pth'"``).
+
+    Raises:
+        InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
+    """
+    expected = nn.Module.state_dict(model)  # the plain method: a representation's own would load its weights first
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = ([f"missing keys {_names(missing)}"] if missing else []) + \
+               ([f"unexpected keys {_names(unexpected)}"] if unexpected else []) + \
+               ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
+    if problems:
+        raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
+
+
+def weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
+    module._pending = None  # type: ignore[assignment]
