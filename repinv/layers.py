@@ -4,8 +4,9 @@
   the model stays unmodified and no later layer runs;
 * :func:`read_state_dict` and :func:`check_state_dict` read a local weights file safely and refuse one that does
   not fit, naming the keys;
-* :func:`weights_given` is the ``load_state_dict`` post-hook of a representation that defers loading its
-  weights: weights that arrive with a state dict (a run's ``encoder.safetensors``) cancel the pending load.
+* :class:`DeferredWeights` lets a representation load its weights on first use (``forward``, ``state_dict``,
+  :meth:`~DeferredWeights.load_weights`), so listing layers and shapes never downloads anything, and weights that
+  arrive with a state dict (a run's ``encoder.safetensors``) cancel the pending load.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from .errors import InvalidOption, ShapeError
 
-__all__ = ["capture", "read_state_dict", "check_state_dict", "weights_given", "describe_error"]
+__all__ = ["capture", "read_state_dict", "check_state_dict", "DeferredWeights", "describe_error"]
 
 
 class _Stop(Exception):
@@ -135,6 +136,56 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -
         raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
 
 
-def weights_given(module: nn.Module, _incompatible_keys: Any) -> None:
-    """``load_state_dict`` post-hook: the weights came with the state dict, so none are pending any more."""
+class DeferredWeights(nn.Module):
+    """A module whose network (``self.model``) gets its weights on first use, from a source named in its options.
+
+    Subclasses call :meth:`defer_weights` in ``__init__`` (after building ``self.model``) and implement
+    :meth:`fetch_weights`; list it before :class:`~repinv.Representation` in the bases.
+    """
+
+    model: nn.Module
+
+    def defer_weights(self, source: str | None) -> None:
+        """Remember where the weights come from (``None``: the model keeps the ones it has)."""
+        self._pending = source
+        # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
+        self.register_load_state_dict_post_hook(_weights_arrived)
+
+    def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
+        """The state dict of ``self.model`` from ``source``, and how to name it in errors."""
+        raise NotImplementedError
+
+    @property
+    def weights_pending(self) -> bool:
+        """Whether the weights are still to be loaded (on the first forward or state_dict)."""
+        return self._pending is not None
+
+    def load_weights(self) -> "DeferredWeights":
+        """Load the weights now, if not yet done (the first ``forward`` or :meth:`state_dict` does it anyway).
+
+        Returns:
+            ``self``.
+
+        Raises:
+            WeightsUnavailable: named weights could not be downloaded.
+            InvalidOption: a local weights file is missing, unreadable, or does not match the model (keys named).
+        """
+        if self._pending is None:
+            return self
+        state, what = self.fetch_weights(self._pending)
+        check_state_dict(self.model, state, what)
+        # Out of inference mode: the parameters must stay usable by autograd (fine-tuning) afterwards.
+        with torch.inference_mode(False), torch.no_grad():
+            self.model.load_state_dict(state)
+        self._pending = None
+        return self
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The module's state dict, after loading pending weights (so it never holds placeholder weights)."""
+        self.load_weights()
+        return super().state_dict(*args, **kwargs)
+
+
+def _weights_arrived(module: nn.Module, _incompatible_keys: Any) -> None:
+    """``load_state_dict`` post-hook of :class:`DeferredWeights`: nothing is pending once weights came with it."""
     module._pending = None  # type: ignore[assignment]

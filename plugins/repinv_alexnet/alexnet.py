@@ -45,11 +45,10 @@ import torchvision
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import capture, check_state_dict, describe_error, read_state_dict, weights_given
+from repinv.layers import DeferredWeights, capture, describe_error, read_state_dict
 from repinv.representation import FeatureSpec, Representation, check_images, with_defaults
 
-__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "capture", "read_state_dict",
-           "check_state_dict", "layer_names"]
+__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
 
 #: The paper's layers and the torchvision modules whose outputs they are.
 LAYERS: dict[str, str] = {
@@ -130,7 +129,7 @@ def _imagenet_state_dict() -> dict[str, Tensor]:
             f"--rep-opt weights=/path/to/alexnet.safetensors (or .pth) for a local copy") from None
 
 
-class AlexNetLayer(Representation):
+class AlexNetLayer(DeferredWeights, Representation):
     """One layer of torchvision's AlexNet, with the paper's definition of a layer's output.
 
     Args:
@@ -177,46 +176,16 @@ class AlexNetLayer(Representation):
             with torch.no_grad():
                 for tensor in self.model.state_dict().values():
                     tensor.zero_()
-        self._pending: str | None = None if self.weights == "none" else self.weights
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
-        self.register_load_state_dict_post_hook(weights_given)
+        self.defer_weights(None if self.weights == "none" else self.weights)
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
-    @property
-    def weights_pending(self) -> bool:
-        """Whether the weights are still to be loaded (on the first forward or state_dict)."""
-        return self._pending is not None
-
-    def load_weights(self) -> "AlexNetLayer":
-        """Load the weights now, if not yet done (the first :meth:`forward` or :meth:`state_dict` does it anyway).
-
-        Returns:
-            ``self``.
-
-        Raises:
-            WeightsUnavailable: ``imagenet`` weights could not be downloaded.
-            InvalidOption: a local weights file is missing, unreadable, or does not match AlexNet (keys named).
-        """
-        if self._pending is None:
-            return self
-        if self._pending == "imagenet":
-            state, what = _imagenet_state_dict(), "torchvision's AlexNet_Weights.IMAGENET1K_V1"
-        else:
-            what = f"alexnet weights file {self._pending!r}"
-            state = read_state_dict(self._pending, "alexnet weights file")
-        check_state_dict(self.model, state, what)
-        # Out of inference mode: the parameters must stay usable by autograd (fine-tuning) afterwards.
-        with torch.inference_mode(False), torch.no_grad():
-            self.model.load_state_dict(state)
-        self._pending = None
-        return self
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The module's state dict, after loading pending weights (so it never holds the placeholder zeros)."""
-        self.load_weights()
-        return super().state_dict(*args, **kwargs)
+    def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
+        """torchvision's ImageNet weights (``imagenet``) or a local weights file."""
+        if source == "imagenet":
+            return _imagenet_state_dict(), "torchvision's AlexNet_Weights.IMAGENET1K_V1"
+        return read_state_dict(source, "alexnet weights file"), f"alexnet weights file {source!r}"
 
     def forward(self, images: Tensor) -> Tensor:
         """Compute the layer's output.

@@ -47,11 +47,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import capture, check_state_dict, describe_error, read_state_dict, weights_given
+from repinv.layers import DeferredWeights, capture, describe_error, read_state_dict
 from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
-           "featured_layers", "to_features", "capture", "read_state_dict", "check_state_dict"]
+           "featured_layers", "to_features"]
 
 #: Options and their defaults; :meth:`TimmLayer.config` returns all of them.
 DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto"}
@@ -216,7 +216,7 @@ def _pretrained_state_dict(model_name: str, pretrained_cfg: Mapping[str, Any]) -
     return source.state_dict()
 
 
-class TimmLayer(Representation):
+class TimmLayer(DeferredWeights, Representation):
     """One layer of a timm model, brought to a feature map or vector.
 
     Args:
@@ -274,43 +274,15 @@ class TimmLayer(Representation):
         std = torch.tensor(data["std"], dtype=torch.float32).view(1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        self._pending: str | None = None if self.weights == "none" else self.weights
-        self.register_load_state_dict_post_hook(weights_given)
+        self.defer_weights(None if self.weights == "none" else self.weights)
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
-    @property
-    def weights_pending(self) -> bool:
-        """Whether the weights are still to be loaded (on the first forward or state_dict)."""
-        return self._pending is not None
-
-    def load_weights(self) -> "TimmLayer":
-        """Load the weights now, if not yet done (the first :meth:`forward` or :meth:`state_dict` does it anyway).
-
-        Returns:
-            ``self``.
-
-        Raises:
-            WeightsUnavailable: the model has no pretrained weights, or they could not be downloaded.
-            InvalidOption: a local weights file is missing, unreadable, or does not match the model (keys named).
-        """
-        if self._pending is None:
-            return self
-        if self._pending == "pretrained":
-            what = f"timm's pretrained weights for {self.model_name}"
+    def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
+        """timm's own pretrained weights (``pretrained``) or a local weights file in timm's key format."""
+        if source == "pretrained":
             state = _pretrained_state_dict(self.model_name, getattr(self.model, "pretrained_cfg", {}) or {})
-        else:
-            what = f"timm weights file {self._pending!r}"
-            state = read_state_dict(self._pending, "timm weights file")
-        check_state_dict(self.model, state, what)
-        with torch.inference_mode(False), torch.no_grad():  # parameters stay usable by autograd afterwards
-            self.model.load_state_dict(state)
-        self._pending = None
-        return self
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The module's state dict, after loading pending weights (so it never holds the placeholder weights)."""
-        self.load_weights()
-        return super().state_dict(*args, **kwargs)
+            return state, f"timm's pretrained weights for {self.model_name}"
+        return read_state_dict(source, "timm weights file"), f"timm weights file {source!r}"
 
     def _prepare(self, images: Tensor) -> Tensor:
         """Resize to the model's input size and normalize (luma first for a one-channel model)."""
