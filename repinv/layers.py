@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -
         raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
 
 
-class DeferredWeights(nn.Module):
+class DeferredWeights(nn.Module, ABC):
     """A module whose network (``self.model``) gets its weights on first use, from a source named in its options.
 
     Subclasses call :meth:`defer_weights` in ``__init__`` (after building ``self.model``) and implement
@@ -151,9 +152,9 @@ class DeferredWeights(nn.Module):
         # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
         self.register_load_state_dict_post_hook(_weights_arrived)
 
+    @abstractmethod
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
         """The state dict of ``self.model`` from ``source``, and how to name it in errors."""
-        raise NotImplementedError
 
     @property
     def weights_pending(self) -> bool:

@@ -36,6 +36,15 @@ def tiny_imagenet() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_imagenet_batch(tiny_imagenet: Path) -> torch.Tensor:
+    """The first 16 validation images of the shared Tiny ImageNet shards, ``(16, 3, 64, 64)`` in [0, 1]."""
+    from repinv.data import ImageDataset
+
+    images = ImageDataset(str(tiny_imagenet / "val-000.tar"), 64, train=False)
+    return torch.stack([images[i] for i in range(16)])
+
+
+@pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twelve 48x40 crops of scikit-image's bundled photos, written as PNG files."""
     from skimage import data as skdata
