@@ -34,6 +34,7 @@ from .evaluate import evaluate
 from .features import FeatureCache, read_manifest
 from .invert import write_comparison_grid
 from .inverter import Inverter, resolve_device
+from .layers import DeferredWeights
 from .progress import progress_bar
 from .representation import Representation, create_representation
 
@@ -144,6 +145,9 @@ class _Trainer:
         self.output_size = (config.output_size or config.image_size,) * 2
         torch.manual_seed(config.seed)
         self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
+        if isinstance(self.representation, DeferredWeights):
+            # Now rather than at the first step: a failed download must not leave a half-made run directory.
+            self.representation.load_weights()
         if config.finetune_encoder and not self.representation.differentiable:
             raise NotDifferentiable(f"--finetune-encoder needs a differentiable representation; {config.rep} is not")
         self.data = FeatureCache(config.features) if config.features else \
@@ -382,8 +386,8 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
                                      rep_options=cache["representation"]["options"], image_size=cache["image_size"][0])
     if (run / "state.safetensors").exists():
         raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
-    run.mkdir(parents=True, exist_ok=True)
     trainer = _Trainer(config.validate(), run, show_progress)
+    run.mkdir(parents=True, exist_ok=True)
     write_json(run / "config.json", config.to_dict())
     return trainer.run_loop()
 

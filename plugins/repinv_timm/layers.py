@@ -24,7 +24,8 @@ The model is created with ``pretrained=False``; images are resized to the input 
 and standard deviation inside the representation, so the feature shape does not depend on the image size.
 
 Weights (option ``weights``): ``pretrained`` (default) is timm's own pretrained weights for the model (Hugging Face
-Hub and timm's cache); ``none`` is timm's random initialization, seeded by option ``seed``; a path loads a local
+Hub and timm's cache; when the Hub cannot be reached within 3 s, only the cache is tried, so an offline machine
+gets its answer at once instead of after the Hub client's retries); ``none`` is timm's random initialization, seeded by option ``seed``; a path loads a local
 state dict in timm's key format (``.safetensors``, or ``.pth`` read with ``torch.load(weights_only=True)``). Weights
 are loaded on the first :meth:`~TimmLayer.forward` or :meth:`~TimmLayer.state_dict` (or
 :meth:`~TimmLayer.load_weights`), never when the representation is only created, so listing layers and shapes works
@@ -33,10 +34,13 @@ offline; ``load_state_dict`` (a run's ``encoder.safetensors``) supplies the weig
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Mapping, Sequence
+import socket
+import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,7 +55,7 @@ from repinv.layers import DeferredWeights, capture, describe_error, read_state_d
 from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
-           "featured_layers", "to_features"]
+           "featured_layers", "to_features", "hub_reachable"]
 
 #: Options and their defaults; :meth:`TimmLayer.config` returns all of them.
 DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto"}
@@ -208,12 +212,42 @@ def _pretrained_state_dict(model_name: str, pretrained_cfg: Mapping[str, Any]) -
         raise WeightsUnavailable(f"timm has no pretrained weights for {model_name}; {alternatives}")
     try:
         # timm's own loader: it knows each model's source and any key conversion its checkpoint needs.
-        source = timm.create_model(model_name, pretrained=True)
+        with _hub_offline_unless_reachable(bool(pretrained_cfg.get("hf_hub_id"))):
+            source = timm.create_model(model_name, pretrained=True)
     except Exception as error:  # no network, no cache, a truncated download: all mean "not available"
         reason = describe_error(error)
         raise WeightsUnavailable(f"timm's pretrained weights for {model_name} could not be obtained "
                                  f"({type(error).__name__}: {reason}); {alternatives}") from None
     return source.state_dict()
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hugging Face Hub endpoint (``HF_ENDPOINT``) opens within ``timeout``."""
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_unless_reachable(from_hub: bool) -> Iterator[None]:
+    """Put the Hub client in offline mode for the block when the Hub cannot be reached.
+
+    Without a network the client retries each request for about 45 s before trying its cache; in offline mode it
+    reads the cache at once, and fails at once when the weights are not there.
+    """
+    import huggingface_hub.constants as hub
+
+    if not from_hub or hub.HF_HUB_OFFLINE or hub_reachable():
+        yield
+        return
+    hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = False
 
 
 class TimmLayer(DeferredWeights, Representation):

@@ -351,3 +351,20 @@ def test_entry_point_declared() -> None:
         pytest.skip("repinv is not installed (pip install -e .)")
     alexnet = [point for point in points if point.group == "repinv" and point.name == "alexnet"]
     assert alexnet and alexnet[0].load() is repinv_alexnet
+
+
+def test_train_offline_fails_in_one_line_before_making_the_run(registered: object, offline: list[str],
+                                                               tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from repinv.cli import cli
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", "--rep", "alexnet:fc8", "--data", "builtin", "--steps", "1",
+                                      "--out", str(run), "--quiet"])
+    assert result.exit_code == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--rep-opt weights=none" in errors[0]  # (torch.hub adds a "Downloading" line)
+    assert "Traceback" not in result.output
+    assert not run.exists()  # the weights are fetched before the run directory is made
+    assert offline and offline[0].startswith("https://download.pytorch.org/models/alexnet")

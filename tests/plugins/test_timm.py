@@ -322,3 +322,40 @@ def test_entry_point_declared() -> None:
         pytest.skip("repinv is not installed (pip install -e .)")
     found = [point for point in points if point.group == "repinv" and point.name == "timm"]
     assert found and found[0].load() is repinv_timm
+
+
+def test_unreachable_hub_reads_only_the_cache(offline: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a network the Hub client would retry for ~45 s; an unreachable Hub puts it in offline mode at once."""
+    import huggingface_hub.constants as hub
+
+    import repinv_timm.layers as timm_layers
+
+    seen: list[bool] = []
+
+    def create_model(name: str, pretrained: bool = False, **kwargs: object) -> nn.Module:
+        seen.append(hub.HF_HUB_OFFLINE)
+        raise OSError("not in the cache")
+
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(timm_layers, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(timm_layers.timm, "create_model", create_model)
+    with pytest.raises(WeightsUnavailable, match="OSError: not in the cache"):
+        timm_layers._pretrained_state_dict("resnet18", {"hf_hub_id": "timm/resnet18.a1_in1k"})
+    assert seen == [True] and hub.HF_HUB_OFFLINE is False
+    monkeypatch.setattr(timm_layers, "hub_reachable", lambda timeout=3.0: True)
+    with pytest.raises(WeightsUnavailable):
+        timm_layers._pretrained_state_dict("resnet18", {"hf_hub_id": "timm/resnet18.a1_in1k"})
+    assert seen == [True, False]
+
+
+def test_hub_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import repinv_timm.layers as timm_layers
+
+    with socket.socket() as server:  # bound but not listening: connections are refused at once
+        server.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert timm_layers.hub_reachable(timeout=1.0) is False
+        server.listen()
+        assert timm_layers.hub_reachable(timeout=1.0) is True
