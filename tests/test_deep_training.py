@@ -137,3 +137,20 @@ def test_finetune_refuses_a_non_differentiable_representation(photo_folder: Path
                                 width=0.05, workers=0, device="cpu", finetune_encoder=True)
     with pytest.raises(repinv.NotDifferentiable, match="lbp"):
         repinv.train(config, tmp_path / "run", show_progress=False)
+
+
+@pytest.mark.parametrize("rep", ["alexnet:fc8", "alexnet:conv2"])
+def test_smaller_output_size_is_upsampled_for_evaluation(rep: str, photo_folder: Path, tmp_path: Path) -> None:
+    """``--output-size``: the decoder predicts 16x16, reconstructions and scores are at the 32x32 input size."""
+    repinv.train(_config(rep, photo_folder, output_size=16), tmp_path / "run", show_progress=False)
+    inverter = repinv.load(tmp_path / "run", "cpu")
+    images = torch.rand(2, 3, 32, 32)
+    features = inverter.features(images)
+    assert inverter.decoder(features).shape == (2, 3, 16, 16)
+    reconstructions = inverter.decode(features)
+    assert reconstructions.shape == (2, 3, 32, 32)
+    expected = torch.nn.functional.interpolate(inverter.decoder(features), size=(32, 32), mode="bilinear",
+                                               align_corners=False)
+    torch.testing.assert_close(reconstructions, expected)
+    scores = repinv.evaluate(inverter, str(photo_folder), batch_size=2, limit=2)["decoder"]
+    assert 0 < scores["normalized_error"] < 10 and scores["psnr"] > 0
