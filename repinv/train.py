@@ -21,9 +21,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import (load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          read_metadata, save_tensors, write_json)
 from .config import TrainConfig
@@ -59,6 +60,7 @@ class TrainResult:
     loss: float  # mean training loss over the last logging window
     stopped_by: str  # "steps" or "time_budget"
     validation: dict[str, float] = field(default_factory=dict)  # last validation metrics, if any
+    main: bool = True  # whether this process wrote the run (under torchrun, only rank 0 does)
 
 
 class PositionSampler(Sampler[int]):
@@ -104,6 +106,22 @@ class _TrainingSamples(Dataset):
             return image, self.representation(image.unsqueeze(0))[0]
 
 
+class _Network(nn.Module):
+    """Images (or their features) to reconstructions: the one module DistributedDataParallel wraps, so that a
+    fine-tuned representation's gradients are averaged over the processes along with the decoder's."""
+
+    def __init__(self, representation: Representation, decoder: nn.Module, finetune_encoder: bool) -> None:
+        super().__init__()
+        self.representation, self.decoder, self.finetune_encoder = representation, decoder, finetune_encoder
+
+    def forward(self, images: Tensor, features: Tensor | None = None) -> Tensor:
+        if features is None:
+            with torch.set_grad_enabled(self.finetune_encoder):
+                features = self.representation(images)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+            return self.decoder(features)
+
+
 def learning_rate_factor(schedule: str, progress: float) -> float:
     """The learning rate, relative to the initial one, at ``progress`` ∈ [0, 1] of training.
 
@@ -139,8 +157,10 @@ class _Trainer:
     """One training run; :func:`train` and :func:`resume` are its public face."""
 
     def __init__(self, config: TrainConfig, run: Path, show_progress: bool) -> None:
-        self.config, self.run, self.show_progress = config, run, show_progress
-        self.device = resolve_device(config.device)
+        self.config, self.run = config, run
+        self.processes, self.device = distributed.join(resolve_device(config.device))
+        self.show_progress = show_progress and self.processes.main
+        self.local_batch = self.processes.local_batch(config.batch_size)
         self.size = (config.image_size, config.image_size)
         self.output_size = (config.output_size or config.image_size,) * 2
         torch.manual_seed(config.seed)
@@ -163,12 +183,18 @@ class _Trainer:
             parameters += [p for p in self.representation.parameters() if p.requires_grad]
         else:
             self.representation.requires_grad_(False)
+        network = _Network(self.representation, self.decoder, config.finetune_encoder)
+        # Buffers are constants (filters, tables) or the same everywhere: no need to send them every step.
+        self.network = DistributedDataParallel(network, broadcast_buffers=False) if self.processes.world > 1 \
+            else network
         # The fused kernel updates all parameters at once: about 1 ms less per step than per-tensor updates on a CPU.
         self.optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas,
                                           weight_decay=config.weight_decay, fused=True)
         self.total = config.total_steps(len(self.data))
         self.step, self.elapsed = 0, 0.0
+        # The mean training image (the baseline), over the images this process sees: a sample of all of them.
         self.mean_sum = torch.zeros(3, *self.size, dtype=torch.float64, device=self.device)
+        self.mean_count = 0
         self.best_error = math.inf
         self.validation: dict[str, float] = {}
 
@@ -187,8 +213,7 @@ class _Trainer:
         }
 
     def _mean_image(self) -> Tensor:
-        seen = max(1, self.step * self.config.batch_size)
-        return (self.mean_sum / seen).float()
+        return (self.mean_sum / max(1, self.mean_count)).float()
 
     def _save_model(self, directory: Path) -> None:
         meta = self._metadata()
@@ -198,7 +223,10 @@ class _Trainer:
             save_tensors(directory / "encoder.safetensors", self.representation.state_dict(), meta)
 
     def save(self) -> None:
-        """Write the model files and the resume state (one atomic file, plus a readable copy)."""
+        """Write the model files and the resume state (one atomic file, plus a readable copy); the main process
+        writes, the others have nothing to add (their weights are the same)."""
+        if not self.processes.main:
+            return
         self._save_model(self.run)
         optimizer_tensors, optimizer_json = optimizer_to_tensors(self.optimizer)
         tensors = {**{f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}, **optimizer_tensors,
@@ -208,6 +236,7 @@ class _Trainer:
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"step": self.step, "position": self.step * self.config.batch_size, "elapsed": self.elapsed,
+                 "mean_images": self.mean_count,
                  "best_error": None if math.isinf(self.best_error) else self.best_error,
                  "training": self.config.to_dict(), "optimizer": optimizer_json}
         save_tensors(self.run / "state.safetensors", tensors, state)
@@ -226,12 +255,15 @@ class _Trainer:
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.best_error = math.inf if state["best_error"] is None else float(state["best_error"])
         self.mean_sum = tensors["mean_sum"]
+        self.mean_count = int(state.get("mean_images", self.step * self.config.batch_size))
         torch.set_rng_state(tensors["rng.cpu"].cpu())
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
 
     # ---------------------------------------------------------------- logging, samples, validation
     def _log(self, record: dict[str, Any]) -> None:
+        if not self.processes.main:
+            return
         with open(self.run / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -266,39 +298,57 @@ class _Trainer:
     # ---------------------------------------------------------------- the loop
     def _loader(self) -> DataLoader:
         per_image = self.representation if self.representation.per_image and not self.config.features else None
-        sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size)
+        sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size,
+                                  rank=self.processes.rank, world=self.processes.world)
         workers = self.config.workers
-        return DataLoader(_TrainingSamples(self.data, per_image), batch_size=self.config.batch_size,
+        return DataLoader(_TrainingSamples(self.data, per_image), batch_size=self.local_batch,
                           sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 
     def _loss(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        cuda = self.device.type == "cuda"
         if isinstance(batch, (tuple, list)):
             images, features = (t.to(self.device, non_blocking=True) for t in batch)
+            reconstructions = self.network(images, features)
         else:
             images = batch.to(self.device, non_blocking=True)
-            with torch.set_grad_enabled(self.config.finetune_encoder):
-                features = self.representation(images)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            reconstructions = self.decoder(features)
+            reconstructions = self.network(images)
         target = images
         if tuple(reconstructions.shape[-2:]) != self.size:
             target = F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
         return F.mse_loss(reconstructions.float(), target), images
 
+    def _step(self, batch: Tensor | tuple[Tensor, Tensor], progress: float) -> tuple[float, int]:
+        """One optimizer step at ``progress`` ∈ [0, 1] of training; returns its loss and how many images it saw."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * learning_rate_factor(self.config.schedule, progress)
+        loss, images = self._loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        self.mean_sum += images.detach().sum(0, dtype=torch.float64)
+        self.mean_count += images.shape[0]
+        return loss.item(), images.shape[0]
+
+    def _status(self, loss: float, rate: float, used: float) -> str:
+        """The progress bar's line, with an ETA bounded by the time budget."""
+        remaining = (self.total - self.step) * self.config.batch_size / max(rate, 1e-9)
+        if self.config.time_budget is not None:
+            remaining = min(remaining, self.config.time_budget - used)
+        return f"loss {loss:.4f} · {rate:,.0f} img/s · ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, remaining)))}"
+
     def run_loop(self) -> TrainResult:
-        config = self.config
+        config, main = self.config, self.processes.main
         stop_requested: list[str] = []
         # SIGTERM (a scheduler preempting the job) stops at the next step with a checkpoint; only the main
         # thread may install handlers, so a run started from another thread goes without.
         in_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("SIGTERM")) if in_main_thread \
             else None
-        samples = self._sample_images()
-        started, last_save, window_loss, window_steps = time.monotonic(), time.monotonic(), 0.0, 0
-        session_start_elapsed, window_start, window_images = self.elapsed, time.monotonic(), 0
-        stopped_by, loss_value = "steps", math.nan
+        samples = self._sample_images() if main else None
+        started = last_save = window_start = time.monotonic()
+        session_start_elapsed, window_loss, window_steps, window_images = self.elapsed, 0.0, 0, 0
+        stopped_by, loss_value, spent = "steps", math.nan, 0.0
         self.decoder.train()
         try:
             with progress_bar(f"training {config.rep}", total=self.total, enabled=self.show_progress,
@@ -308,45 +358,34 @@ class _Trainer:
                 while self.step < self.total:
                     # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
                     # still anneals its rate before it stops.
-                    progress = self.step / self.total
-                    if config.time_budget is not None:
-                        progress = max(progress, (time.monotonic() - started) / config.time_budget)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = config.lr * learning_rate_factor(config.schedule, progress)
-                    loss, images = self._loss(next(batches))
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
-                    self.step += 1
-                    self.mean_sum += images.detach().sum(0, dtype=torch.float64)
-                    window_loss, window_steps = window_loss + loss.item(), window_steps + 1
-                    window_images += images.shape[0]
+                    loss, seen = self._step(next(batches), max(self.step / self.total, spent))
+                    window_loss, window_steps, window_images = window_loss + loss, window_steps + 1, window_images + seen
                     now = time.monotonic()
                     self.elapsed = session_start_elapsed + now - started
-                    rate = window_images / max(now - window_start, 1e-9)
-                    remaining = (self.total - self.step) * config.batch_size / max(rate, 1e-9)
-                    if config.time_budget is not None:
-                        remaining = min(remaining, config.time_budget - (now - started))
+                    # All processes must take the same decisions at the same step, whatever their own clocks say.
+                    spent, stop = distributed.agree(
+                        self.processes, [(now - started) / config.time_budget if config.time_budget else 0.0,
+                                         float(bool(stop_requested))], self.device)
+                    rate = window_images * self.processes.world / max(now - window_start, 1e-9)
                     loss_value = window_loss / window_steps
-                    advance(1, status=f"loss {loss_value:.4f} · {rate:,.0f} img/s · "
-                                      f"ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, remaining)))}")
+                    advance(1, status=self._status(loss_value, rate, now - started))
                     if self.step % config.log_every == 0:
+                        loss_value = distributed.average(self.processes, [loss_value], self.device)[0]
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
                                    "images_per_s": rate, "elapsed": self.elapsed})
                         window_loss, window_steps, window_start, window_images = 0.0, 0, now, 0
-                    budget_over = config.time_budget is not None and now - started >= config.time_budget
-                    if self.step % config.sample_every == 0:
+                    if main and self.step % config.sample_every == 0:
                         self._write_samples(samples)
-                    if config.val_data and self.step % config.val_every == 0:
+                    if main and config.val_data and self.step % config.val_every == 0:
                         self._validate()
                     if (self.step % config.checkpoint_every == 0 or now - last_save >= config.checkpoint_seconds
-                            or budget_over or stop_requested or self.step == self.total):
+                            or spent >= 1 or stop or self.step == self.total):
                         self.save()
                         last_save = time.monotonic()
-                    if budget_over:
+                    if spent >= 1:
                         stopped_by = "time_budget"
                         break
-                    if stop_requested:
+                    if stop:
                         raise KeyboardInterrupt
         except KeyboardInterrupt:
             self.save()
@@ -355,12 +394,12 @@ class _Trainer:
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
-        if self.step % config.sample_every:
+        if main and self.step % config.sample_every:
             self._write_samples(samples)
-        if config.val_data and self.step % config.val_every:
+        if main and config.val_data and self.step % config.val_every:
             self._validate()
             self.save()
-        return TrainResult(self.run, self.step, loss_value, stopped_by, self.validation)
+        return TrainResult(self.run, self.step, loss_value, stopped_by, self.validation, main)
 
 
 def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -> TrainResult:
@@ -386,10 +425,15 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
                                      rep_options=cache["representation"]["options"], image_size=cache["image_size"][0])
     if (run / "state.safetensors").exists():
         raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
-    trainer = _Trainer(config.validate(), run, show_progress)
-    run.mkdir(parents=True, exist_ok=True)
-    write_json(run / "config.json", config.to_dict())
-    return trainer.run_loop()
+    try:
+        trainer = _Trainer(config.validate(), run, show_progress)
+        trainer.processes.barrier()  # every process has looked at `run` before the main one writes there
+        if trainer.processes.main:
+            run.mkdir(parents=True, exist_ok=True)
+            write_json(run / "config.json", config.to_dict())
+        return trainer.run_loop()
+    finally:
+        distributed.leave()
 
 
 def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> TrainResult:
@@ -417,9 +461,12 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
                                 f"not {value!r} (start a new run instead)")
         values[name] = value
     values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
-    trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress)
-    trainer.restore()
-    return trainer.run_loop()
+    try:
+        trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress)
+        trainer.restore()
+        return trainer.run_loop()
+    finally:
+        distributed.leave()
 
 
 def _normalize(value: Any) -> Any:
