@@ -11,6 +11,8 @@ The flat public API: create a representation by name, train a decoder for it, lo
 
 __version__ = "0.1.0"  # first: modules imported below record it in checkpoints
 
+from .baselines import LinearInverter, fit_linear, load_linear
+from .compare import compare
 from .config import TrainConfig, list_recipes, load_recipe, make_config
 from .data import DataWarning, ImageDataset, load_image, load_images
 from .decoders import build_decoder, decoder_from_config
@@ -21,9 +23,14 @@ from .features import FeatureCache, cache_features
 from .hookspecs import hookimpl, hookspec
 from .inverter import Inverter, load
 from .metrics import psnr, ssim
+from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
+from .perturbations import apply_perturbation
 from .plugins import get_registry, register_plugin, reset_plugins, unregister_plugin
+from .report import report
 from .representation import (FeatureSpec, Representation, check_images, check_shape, create_representation,
                              list_representations, rgb_to_gray, with_defaults)
+from .sampling import fit_distribution, sample_images
+from .studies import analyze, interpolate, write_interpolation_strip
 from .train import TrainResult, TrainingInterrupted, resume, train
 
 __all__ = [
@@ -38,6 +45,11 @@ __all__ = [
     "TrainingInterrupted", "cache_features", "FeatureCache",
     # using a trained decoder
     "Inverter", "load", "evaluate", "psnr", "ssim",
+    # baselines and reports
+    "OptimizeSettings", "OptimizationInverter", "optimize_images", "LinearInverter", "fit_linear", "load_linear",
+    "compare", "report",
+    # studies
+    "analyze", "apply_perturbation", "interpolate", "write_interpolation_strip", "sample_images", "fit_distribution",
     # errors
     "RepinvError", "CacheError", "CheckpointError", "DataError", "InvalidOption", "NotDifferentiable", "ShapeError",
     "UnknownName", "UnknownRepresentation", "UnknownVariant", "WeightsUnavailable",

@@ -148,6 +148,8 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         config = make_config(recipe, **flags)
         out = out or f"runs/{config.rep.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train_run(config, out, show_progress=not quiet)
+    if not result.main:
+        return  # under torchrun, rank 0 reports
     how = "time budget reached" if result.stopped_by == "time_budget" else "done"
     console.print(f"[bold]{how}[/]: step {result.step}, loss {result.loss:.4f}, run in {result.run}")
     if result.validation:
@@ -217,22 +219,224 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
 
 
 @cli.command()
-@click.option("--checkpoint", "run", required=True, type=click.Path(), help="Run directory.")
+@click.option("--checkpoint", "runs", multiple=True, type=click.Path(),
+              help="Run directory (repeatable: the layers of one network give a per-layer plot).")
+@click.option("--data", multiple=True, default=("builtin:test",), show_default=True,
+              help="Test images; for --sample, the images the feature model is fitted on.")
+@click.option("--perturb", "perturbations", multiple=True, metavar="NAME[:ARG]",
+              help="Perturbation (repeatable; see --list). Default, without --interpolate/--sample: binarize, dropout.")
+@click.option("--list", "list_only", is_flag=True, help="List the registered perturbations and exit.")
+@click.option("--interpolate", nargs=2, type=click.Path(dir_okay=False), metavar="A B",
+              help="Reconstruct interpolations between the features of images A and B (one PNG strip).")
+@click.option("--steps", default=8, show_default=True, help="Interpolation points, endpoints included.")
+@click.option("--sample", type=click.Choice(["histogram", "gaussian"]),
+              help="Decode random feature vectors drawn from this model of the real features.")
+@click.option("--n", "count", default=16, show_default=True, help="Random feature vectors to decode.")
+@click.option("--alpha", default=1.0, show_default=True, help="Multiplies the random feature vectors (contrast).")
+@click.option("--limit", type=int,
+              help="Use at most this many images (perturbations: the first ones; --sample: default 4096, at random).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="Seeds the perturbations and the random features.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Output folder (default RUN/analysis; required with several checkpoints).")
+def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[str, ...], list_only: bool,
+            interpolate: tuple[str, str] | None, steps: int, sample: str | None, count: int, alpha: float,
+            limit: int | None, batch_size: int, workers: int, device: str, seed: int, out: str | None) -> None:
+    """Study what a representation keeps: perturbed features, interpolations, random feature vectors.
+
+    \b
+    Examples:
+        repinv analyze --checkpoint runs/hog --perturb binarize --perturb dropout:0.3
+        repinv analyze --checkpoint runs/conv5 --checkpoint runs/fc8 --data val/ --out study/
+        repinv analyze --checkpoint runs/fc8 --perturb keep-top:5 --perturb drop-top:5
+        repinv analyze --checkpoint runs/hog --interpolate a.jpg b.jpg --steps 8
+        repinv analyze --checkpoint runs/fc8 --data train/ --sample histogram --n 16 --alpha 2
+    """
+    from .inverter import load
+    from .sampling import sample_images
+    from .studies import REFERENCE, analyze as study, checkpoint_labels, slug, write_interpolation_strip
+
+    if list_only:
+        rows = [[e.name, e.description, e.plugin] for e in get_registry().perturbations.values()]
+        console.print(_rows_table("perturbations (NAME[:ARG])", ["name", "what it does", "plugin"], rows))
+        return
+    if not runs or (len(runs) > 1 and not out):
+        raise click.UsageError("give --checkpoint RUN (and --out DIR when there are several)")
+    folder = Path(out) if out else Path(runs[0]) / "analysis"
+    if perturbations or not (interpolate or sample):
+        result = study(list(runs), list(data), list(perturbations) or ["binarize", "dropout"], out=folder,
+                       device=device, batch_size=batch_size, limit=limit, workers=workers, seed=seed,
+                       show_progress=True)
+        columns = [("normalized_error", "{:.4f}"), ("psnr", "{:.2f}"), ("ssim", "{:.4f}"), ("feature_change", "{:.3f}")]
+        for entry in result["checkpoints"]:
+            named = {**entry["results"], **({"mean image": entry["baseline"]} if entry["baseline"] else {})}
+            rows = [[name] + [fmt.format(scores[key]) if key in scores else "–" for key, fmt in columns]
+                    for name, scores in named.items()]
+            console.print(_rows_table(f"{entry['label']} on {', '.join(data)} ({entry['images']} images)",
+                                      ["features", "normalized error ↓", "PSNR dB ↑", "SSIM ↑", "‖Φ′−Φ‖/‖Φ‖"], rows))
+        console.print(f"reference row: {REFERENCE}; wrote {', '.join(result['files'])}")
+    for run, label in zip(runs, checkpoint_labels(list(runs)) if interpolate or sample else []):
+        inverter = load(run, device)
+        if interpolate:
+            strip = folder / f"interpolation-{slug(label)}.png"
+            console.print(f"wrote {write_interpolation_strip(inverter, *interpolate, strip, steps)}")
+        if sample:
+            grid = folder / f"samples-{sample}-{slug(label)}.png"
+            _, summary = sample_images(inverter, list(data), sample, count, alpha=alpha, limit=limit or 4096,
+                                       batch_size=batch_size, workers=workers, seed=seed, show_progress=True, grid=grid)
+            console.print(f"{label}: {count} random {sample} features (sparsity {summary['sample_sparsity']:.3f}, "
+                          f"real {summary['real_sparsity']:.3f}, fitted on {summary['images']} images); wrote {grid}")
+
+
+@cli.command()
+@click.option("--checkpoint", "run", type=click.Path(), help="Run directory (decoder or linear baseline).")
+@click.option("--method", type=click.Choice(["decoder", "optimize", "linear"]), default="decoder", show_default=True,
+              help="A trained decoder, Mahendran & Vedaldi's optimization, or the linear baseline.")
+@click.option("--rep", help="Representation for --method optimize (default: the --checkpoint run's).")
+@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
+@click.option("--opt", "optimize_opts", multiple=True, metavar="KEY=VALUE",
+              help="Optimization setting, e.g. steps=200 (repeatable; see repinv.optimize.OptimizeSettings).")
+@click.option("--image-size", type=int, help="Image side for --method optimize with --rep (default 64).")
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--features", type=click.Path(dir_okay=False),
               help="Decode features from a .safetensors file (key 'features', shape (B, ...)) instead of images.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNG reconstructions.")
 @click.option("--device", default="auto", show_default=True)
-def invert(run: str, images: tuple[str, ...], features: str | None, out: str, device: str) -> None:
-    """Reconstruct IMAGES (or --features) with a trained decoder; writes one PNG per image."""
-    from .inverter import load
+def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, ...], optimize_opts: tuple[str, ...],
+           image_size: int | None, images: tuple[str, ...], features: str | None, out: str, device: str) -> None:
+    """Reconstruct IMAGES (or --features); writes one PNG per image.
+
+    \b
+    Examples:
+        repinv invert --checkpoint runs/hog photo.jpg --out recon/
+        repinv invert --method optimize --rep hog --opt steps=200 photo.jpg --out recon/
+        repinv invert --method linear --checkpoint runs/hog-linear photo.jpg --out recon/
+    """
     from .invert import invert_features, invert_images
 
-    inverter = load(run, device)
     if bool(images) == bool(features):
         raise click.UsageError("give either IMAGES or --features FILE")
+    if method != "optimize" and (rep or rep_opts or optimize_opts or image_size):
+        raise click.UsageError("--rep, --rep-opt, --opt and --image-size go with --method optimize")
+    if method != "optimize" or not rep:
+        if not run:
+            raise click.UsageError(f"--method {method} needs --checkpoint RUN"
+                                   + (" (or --rep REP)" if method == "optimize" else ""))
+    if method == "decoder":
+        from .inverter import load
+
+        inverter = load(run, device)
+    elif method == "linear":
+        from .baselines import load_linear
+
+        inverter = load_linear(run, device)
+    else:
+        from .compare import run_identity
+        from .optimize import OptimizationInverter, OptimizeSettings
+        from .representation import create_representation
+
+        identity, size = run_identity(run) if not rep else (
+            {"name": rep, "options": parse_options(rep_opts, "--rep-opt")}, (image_size or 64,) * 2)
+        inverter = OptimizationInverter(create_representation(identity["name"], **identity["options"]), size,
+                                        OptimizeSettings.from_options(parse_options(optimize_opts, "--opt")), device,
+                                        show_progress=True)
     written = invert_features(inverter, features, out) if features else invert_images(inverter, images, out)
     console.print(f"wrote {len(written)} reconstructions to {out}")
+
+
+@cli.command("fit-linear")
+@click.option("--rep", required=True, help="Representation, e.g. hog (see `repinv reps`).")
+@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
+@click.option("--data", multiple=True, required=True, help="Training images: folder, quoted tar glob, or builtin.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write.")
+@click.option("--image-size", default=64, show_default=True, help="Side of the centre crops.")
+@click.option("--limit", type=int, help="Use at most this many training images.")
+@click.option("--ridge", default="auto", show_default=True,
+              help="auto (chosen on every 10th image, held out) or λ relative to the mean eigenvalue, e.g. 0.01.")
+@click.option("--projection", type=int, help="Hash features to this many dimensions (default: only above 20,000).")
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def fit_linear(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: str, image_size: int,
+               limit: int | None, ridge: str, projection: int | None, batch_size: int, workers: int,
+               device: str) -> None:
+    """Fit the linear (ridge regression) baseline from features to pixels; writes a run directory.
+
+    \b
+    Example:
+        repinv fit-linear --rep hog --data 'shards/train-*.tar' --limit 20000 --out runs/hog-linear
+        repinv compare --data shards/val-000.tar --method decoder:runs/hog --method linear:runs/hog-linear
+    """
+    from .baselines import fit_linear as fit
+
+    try:
+        strength: float | str = ridge if ridge == "auto" else float(ridge)
+    except ValueError:
+        raise click.BadParameter(f"{ridge!r} is neither auto nor a number", param_hint="--ridge") from None
+    model = fit(rep, list(data), out, rep_options=parse_options(rep_opts, "--rep-opt"), image_size=image_size,
+                limit=limit, ridge=strength, projection=projection, batch_size=batch_size, workers=workers,
+                device=device, show_progress=True)
+    chosen = model.metadata["ridge"]
+    console.print(f"fitted on {model.metadata['images']:,} images, λ = {chosen['lambda']:.4g} "
+                  f"({chosen['relative']:.3g} × mean eigenvalue; {chosen['rule']}); wrote {out}")
+    console.print(f"next: repinv compare --data <held-out images> --method linear:{out} --method mean:{out}")
+
+
+@cli.command()
+@click.option("--data", multiple=True, required=True, help="Test images: folder, quoted tar glob, or builtin:test.")
+@click.option("--method", "methods", multiple=True, required=True, metavar="KIND[:RUN]",
+              help="decoder:RUN, linear:RUN, optimize[:RUN] or mean[:RUN] (repeatable; one column each).")
+@click.option("--rep", help="Representation, when no method names a run (optimize alone).")
+@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
+@click.option("--opt", "optimize_opts", multiple=True, metavar="KEY=VALUE",
+              help="Optimization setting, e.g. steps=200 (repeatable).")
+@click.option("--image-size", type=int, help="Image side, when no method names a run (default 64).")
+@click.option("--limit", type=int, help="Compare on at most this many test images.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per batch, the same for every method.")
+@click.option("--workers", default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for compare.json, compare.csv and compare.png.")
+def compare(data: tuple[str, ...], methods: tuple[str, ...], rep: str | None, rep_opts: tuple[str, ...],
+            optimize_opts: tuple[str, ...], image_size: int | None, limit: int | None, batch_size: int,
+            workers: int, device: str, out: str) -> None:
+    """Score inversion methods on the same test images: errors, PSNR, SSIM and seconds per image.
+
+    \b
+    Example:
+        repinv compare --data shards/val-000.tar --limit 256 --method decoder:runs/hog \\
+            --method optimize --method linear:runs/hog-linear --method mean --out results/hog
+    """
+    from .compare import METRICS
+    from .compare import compare as run_compare
+
+    result = run_compare(list(data), list(methods), rep=rep, rep_options=parse_options(rep_opts, "--rep-opt"),
+                         image_size=image_size, optimize_options=parse_options(optimize_opts, "--opt"), limit=limit,
+                         batch_size=batch_size, workers=workers, device=device, out=out, show_progress=True)
+    rows = [[row["method"]] + [fmt.format(row[key]) if key in row else "–" for key, _, fmt in METRICS]
+            for row in result["methods"]]
+    console.print(_rows_table(f"{result['representation']['name']} on {', '.join(data)} ({result['images']} images, "
+                              f"{result['device']})", ["method"] + [label for _, label, _ in METRICS], rows))
+    console.print(f"wrote {out}/compare.json, compare.csv and compare.png")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", required=True, type=click.Path(), help="Folder for report.html (or a path ending in .html).")
+@click.option("--title", default="repinv report", show_default=True)
+def report(paths: tuple[str, ...], out: str, title: str) -> None:
+    """One self-contained HTML page about RUN directories and result JSON files (compare, analyze, evaluate).
+
+    \b
+    Example:
+        repinv report runs/hog results/hog/compare.json --out report/
+    """
+    from .report import report as write_report
+
+    page = write_report(list(paths), out, title=title)
+    console.print(f"wrote {page}")
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The core's own plugin: registers the built-in decoders (and perturbations) through the public hooks.
+"""The core's own plugin: registers the built-in decoders and perturbations through the public hooks.
 
 The plugin manager registers this module directly, before any entry point, so it always loads.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import decoders
+from . import decoders, perturbations
 from .hookspecs import hookimpl
 
 
@@ -18,3 +18,10 @@ def register_decoders(register: Callable[..., None]) -> None:
                                                         "up-convolutions (for feature maps)")
     register("fc", decoders.fc_decoder, description="three fully connected layers, then up-convolutions "
                                                     "(for feature vectors; the paper's Table 1)")
+
+
+@hookimpl
+def register_perturbations(register: Callable[..., None]) -> None:
+    """The design's perturbations for ``repinv analyze`` (``binarize``, ``dropout``, …; see repinv.perturbations)."""
+    for name, (fn, description) in perturbations.BUILTINS.items():
+        register(name, fn, description=description)

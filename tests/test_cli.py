@@ -102,7 +102,7 @@ def test_invert_images_and_features(trained_run, photo_folder, tmp_path):
 
 
 def test_help_is_there_for_every_command():
-    for command in ("reps", "plugins", "train", "invert", "evaluate"):
+    for command in ("reps", "plugins", "train", "invert", "evaluate", "analyze", "compare", "report", "fit-linear"):
         result = _invoke(command, "--help")
         assert result.exit_code == 0 and "Usage:" in result.output
 

@@ -96,13 +96,20 @@ def lbp_codes(gray: Tensor) -> Tensor:
     Shape:
         ``(B, H, W)`` → ``(B, H - 2, W - 2)``.
     """
+    return _codes(gray).to(torch.uint8)
+
+
+def _codes(gray: Tensor) -> Tensor:
+    """:func:`lbp_codes` as int32. Each comparison is written straight into an int32 buffer and added with its bit's
+    weight: torch's CPU kernels vectorize int32 results, while a bool result and uint8 shifts took 3-4 times
+    longer (and int64 arithmetic is not vectorized on AVX2)."""
     height, width = gray.shape[-2:]
     center = gray[..., 1:-1, 1:-1]
-    # uint8 keeps the eight passes over the image memory-light: several times faster than int64 on CPU.
-    codes = torch.zeros(center.shape, dtype=torch.uint8, device=gray.device)
-    for bit, (dy, dx) in enumerate(NEIGHBOURS):
-        neighbour = gray[..., 1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx]
-        codes |= (neighbour > center).to(torch.uint8) << bit
+    codes = torch.zeros(center.shape, dtype=torch.int32, device=gray.device)
+    bit = torch.empty_like(codes)
+    for k, (dy, dx) in enumerate(NEIGHBOURS):
+        torch.gt(gray[..., 1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx], center, out=bit)
+        codes.add_(bit, alpha=1 << k)
     return codes
 
 
@@ -183,14 +190,17 @@ def lbp_uniform(gray: Tensor, cell_size: int = 16, geometry: Geometry | None = N
         # Only the pixels VLFeat lets vote, plus their one-pixel ring of neighbours.
         used = gray[:, :geometry.used_rows + 2, :geometry.used_columns + 2]
         plane = (geometry.rows + 2) * (geometry.columns + 2)
-        bins = uniform_mapping(gray.device)[lbp_codes(used).view(batch, -1).long()]
-        target = torch.add(geometry.base, bins, alpha=plane)
+        # Each pattern's flat histogram offset in one table lookup, in int32 (vectorized; int64 is not), widened
+        # once for scatter_add_; index_select is several times faster than advanced indexing here.
+        offsets = (uniform_mapping(gray.device) * plane).int()
+        target = offsets.index_select(0, _codes(used).view(-1)).view(batch, -1).add_(geometry.base.int()).long()
         histogram = torch.zeros(batch, DIMENSION * plane, dtype=torch.float32, device=gray.device)
         # One index serves all four cells: each corner writes into the histogram shifted by its offset.
         for weight, offset in zip(geometry.weights, geometry.offsets, strict=True):
             histogram[:, offset:].scatter_add_(1, target, weight.expand(batch, -1))
         cells = histogram.view(batch, DIMENSION, geometry.rows + 2, geometry.columns + 2)[:, :, 1:-1, 1:-1]
-        return cells.sqrt() / (cells.sum(1, keepdim=True).sqrt() + _EPSILON)
+        # The square root of a contiguous copy: on the strided view it was the slowest step at 64x64.
+        return cells.contiguous().sqrt_() / (cells.sum(1, keepdim=True).sqrt() + _EPSILON)
 
 
 class LBP(Representation):

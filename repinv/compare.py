@@ -1,0 +1,297 @@
+"""Every inversion method on the same test images, on one error scale, timed in the same run.
+
+Methods are named on the command line as ``KIND[:RUN]``:
+
+* ``decoder:RUN`` — a trained decoder (:func:`repinv.load`);
+* ``linear:RUN`` — the ridge baseline (:func:`repinv.baselines.load_linear`);
+* ``optimize`` / ``optimize:RUN`` — Mahendran & Vedaldi's optimization (:mod:`repinv.optimize`), for the
+  representation of RUN, else of ``rep``, else of the first decoder or linear run given;
+* ``mean`` / ``mean:RUN`` — the mean training image of RUN (default: the first decoder or linear run given).
+
+Every method must invert the same representation (name and options) at the same image size; the features of each
+test image are computed once and given to every method. Seconds per image are the time each method takes to turn
+those features into images (features excluded, after a warm-up on the first batch, CUDA synchronized), so the
+ratios between methods are fair. The metrics are :mod:`repinv.metrics`' with one shared :class:`ErrorScale`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+from torchvision.utils import make_grid
+
+from .baselines import load_linear, mean_image_of
+from .checkpoint import atomic_write, read_metadata
+from .data import ImageDataset
+from .errors import InvalidOption, RepinvError
+from .inverter import load, resolve_device
+from .metrics import ErrorScale, MethodScores
+from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
+from .progress import progress_bar
+from .representation import Representation, create_representation
+
+__all__ = ["compare", "write_method_grid", "run_identity", "METHOD_KINDS", "METRICS"]
+
+METHOD_KINDS = ("decoder", "optimize", "linear", "mean")
+#: Reported metrics, in table order: (key, label, format, lower is better).
+METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
+           ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
+           ("seconds_per_image", "s / image ↓", "{:.3g}"))
+GRID_IMAGES = 8
+
+
+@dataclass
+class _Method:
+    label: str  # as given, e.g. "decoder:runs/hog"
+    kind: str
+    run: str | None
+    inverter: Any = None  # has decode(features); None for the mean image
+    mean_image: Tensor | None = None
+    representation: dict[str, Any] | None = None  # {"name", "options"}
+    image_size: tuple[int, int] | None = None
+
+
+def _parse(spec: str) -> tuple[str, str | None]:
+    kind, _, run = spec.partition(":")
+    if kind not in METHOD_KINDS:
+        raise InvalidOption(f"unknown method {spec!r}; use decoder:RUN, linear:RUN, optimize[:RUN] or mean[:RUN]")
+    if kind in ("decoder", "linear") and not run:
+        raise InvalidOption(f"method {kind} needs a run directory: {kind}:RUN")
+    return kind, run or None
+
+
+def run_identity(run: str) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The representation and image size a decoder or linear run directory records."""
+    folder = Path(run)
+    path = folder / "decoder.safetensors"
+    meta = read_metadata(path if path.is_file() else folder / "linear.safetensors")
+    return meta["representation"], (int(meta["image_size"][0]), int(meta["image_size"][1]))
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["name"] == b["name"] and json.dumps(a["options"], sort_keys=True) == json.dumps(b["options"],
+                                                                                          sort_keys=True)
+
+
+def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str, Any], image_size: int | None,
+                   device: torch.device, settings: OptimizeSettings) -> tuple[
+                       list[_Method], Representation, dict[str, Any], tuple[int, int]]:
+    """The methods, the representation that computes the test features, its identity and the image size."""
+    parsed = [_parse(spec) for spec in specs]
+    if not parsed:
+        raise InvalidOption("give at least one --method (decoder:RUN, linear:RUN, optimize, mean)")
+    if len(set(specs)) != len(specs):
+        raise InvalidOption(f"a method is given twice: {', '.join(specs)}")
+    first_run = next((run for kind, run in parsed if kind in ("decoder", "linear")), None)
+    methods: list[_Method] = []
+    for spec, (kind, run) in zip(specs, parsed):
+        method = _Method(spec, kind, run)
+        if kind == "decoder":
+            method.inverter = load(run, device)
+        elif kind == "linear":
+            method.inverter = load_linear(run, device)
+        elif kind == "mean":
+            source = run or first_run
+            if source is None:
+                raise InvalidOption("method mean needs a run with a mean image: mean:RUN, or a decoder:RUN or "
+                                    "linear:RUN beside it")
+            method.mean_image = mean_image_of(source).to(device)
+            method.representation, method.image_size = run_identity(source)
+        if method.inverter is not None:
+            meta_rep = method.inverter.metadata["representation"]
+            method.representation = {"name": meta_rep["name"], "options": method.inverter.representation.config()}
+            method.image_size = method.inverter.image_size
+        elif kind == "optimize" and (run or first_run):
+            method.representation, method.image_size = run_identity(run or first_run)
+        methods.append(method)
+    reference = next((m for m in methods if m.representation is not None), None)
+    if reference is None:
+        if rep is None:
+            raise InvalidOption("no method names a representation: give --rep (and --image-size) for optimize")
+        built = create_representation(rep, **rep_options)
+        identity = {"name": rep, "options": built.config()}
+        size = (image_size or 64,) * 2
+    else:
+        identity, size = reference.representation, reference.image_size
+        if rep is not None and not _same(identity, {"name": rep, "options":
+                                                    create_representation(rep, **rep_options).config()}):
+            raise InvalidOption(f"--rep {rep} differs from the representation of {reference.label} "
+                                f"({identity['name']} {identity['options']})")
+        if image_size is not None and (image_size, image_size) != tuple(size):
+            raise InvalidOption(f"--image-size {image_size} differs from {reference.label}'s {size[0]}x{size[1]}")
+    # A run's own representation module carries its weights (a fine-tuned encoder); a new one is built by name.
+    trained = next((m.inverter.representation for m in methods if m.inverter is not None), None)
+    features = (trained if trained is not None else
+                create_representation(identity["name"], **identity["options"])).to(device).eval()
+    for method in methods:
+        if method.representation is not None and not _same(method.representation, identity):
+            raise InvalidOption(f"{method.label} inverts {method.representation['name']} "
+                                f"{method.representation['options']}, but {reference.label if reference else '--rep'}"
+                                f" inverts {identity['name']} {identity['options']}: compare one representation")
+        if method.image_size is not None and tuple(method.image_size) != tuple(size):
+            raise InvalidOption(f"{method.label} works at {method.image_size[0]}x{method.image_size[1]}, others at "
+                                f"{size[0]}x{size[1]}")
+        if method.kind == "optimize":
+            method.inverter = OptimizationInverter(features, size, settings, device)
+            method.representation, method.image_size = identity, size
+    return methods, features, identity, (int(size[0]), int(size[1]))
+
+
+def _decode(method: _Method, features: Tensor, batch: int) -> Tensor:
+    if method.kind == "mean":
+        return method.mean_image.expand(batch, *method.mean_image.shape)
+    return method.inverter.decode(features)
+
+
+def _warm_up(method: _Method, features: Tensor) -> None:
+    if method.kind == "optimize":  # two iterations warm the kernels without paying for a whole optimization
+        quick = dataclasses.replace(method.inverter.settings, steps=2, phases=1)
+        optimize_images(method.inverter.representation, features, method.image_size, quick)
+    else:
+        _decode(method, features, features.shape[0])
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_method_grid(images: Tensor, columns: Sequence[tuple[str, Tensor]], path: str | Path) -> Path:
+    """A PNG with one row per test image: the image, then one column per method, each column labelled on top.
+
+    Shape:
+        images: ``(B, 3, H, W)``; each column's tensor ``(B, 3, H, W)`` (clamped to [0, 1]).
+    """
+    tiles = torch.stack([images.float().cpu()] + [c.detach().float().clamp(0, 1).cpu() for _, c in columns], dim=1)
+    n_columns = tiles.shape[1]
+    grid = make_grid(tiles.flatten(0, 1), nrow=n_columns, padding=2, pad_value=1.0)
+    body = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+    tile_width = images.shape[-1] + 2
+    header = 14
+    canvas = Image.new("RGB", (body.width, body.height + header), "white")
+    canvas.paste(body, (0, header))
+    draw = ImageDraw.Draw(canvas)
+    for column, label in enumerate(["image"] + [name for name, _ in columns]):
+        # a label wider than its column is cut to its start, so neighbours never overlap
+        text = label
+        while len(text) > 1 and draw.textlength(text) > tile_width - 2:
+            text = text[:-1]
+        draw.text((column * tile_width + 2, 2), text, fill="black")
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write(Path(path), lambda p: p.write_bytes(buffer.getvalue()))
+    return Path(path)
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys = ["method"] + [key for key, _, _ in METRICS]
+
+    def write(p: Path) -> None:
+        with open(p, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | None = None,
+            rep_options: dict[str, Any] | None = None, image_size: int | None = None,
+            optimize_options: dict[str, Any] | None = None, limit: int | None = None, batch_size: int = 64,
+            workers: int = 0, device: str | torch.device = "auto", seed: int = 0, out: str | Path | None = None,
+            show_progress: bool = False) -> dict[str, Any]:
+    """Score several inversion methods on the same test images.
+
+    Args:
+        data: test sources (folders, tar globs, ``builtin:test``).
+        methods: ``decoder:RUN``, ``linear:RUN``, ``optimize[:RUN]``, ``mean[:RUN]`` (see the module note).
+        rep: the representation, when no method names a run (optimize alone).
+        rep_options: its options.
+        image_size: the image side, when no method names a run (default 64).
+        optimize_options: settings of the optimization (:class:`repinv.optimize.OptimizeSettings` fields).
+        limit: at most this many test images (the first ones).
+        batch_size: images per batch, the same for every method.
+        workers: data-loader worker processes.
+        device: where every method runs (``"auto"``: CUDA when available).
+        seed: seeds the reference sample of the error scale.
+        out: a folder for ``compare.json``, ``compare.csv`` and ``compare.png`` (None: write nothing).
+        show_progress: show a progress bar.
+
+    Returns:
+        ``{"images", "data", "representation", "image_size", "device", "batch_size", "methods": [{"method",
+        "kind", "normalized_error", "feature_error", "psnr", "ssim", "seconds_per_image"}, …], "files"}``.
+
+    Raises:
+        InvalidOption: unknown methods, or methods that invert different representations or sizes.
+    """
+    target = resolve_device(device)
+    settings = OptimizeSettings.from_options(dict(optimize_options or {}))
+    built, representation, identity, size = _build_methods(methods, rep, dict(rep_options or {}), image_size, target,
+                                                           settings)
+    dataset: ImageDataset | Subset = ImageDataset(data, size, train=False, seed=seed)
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    if len(dataset) < 2:
+        raise RepinvError(f"compare needs at least 2 test images (the error scale uses pairs), got {len(dataset)}")
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=target.type == "cuda")
+    scale = ErrorScale(seed=seed)
+    scores = {m.label: MethodScores() for m in built}
+    seconds = {m.label: 0.0 for m in built}
+    shown: list[Tensor] = []
+    shown_columns: dict[str, Tensor] = {}
+    with progress_bar("comparing", total=len(dataset) * len(built), enabled=show_progress) as advance:
+        for index, images in enumerate(loader):
+            images = images.to(target, non_blocking=True)
+            with torch.no_grad():
+                features = representation(images)
+            scale.add(images, features)
+            for method in built:
+                advance(0, status=method.label)
+                if index == 0:
+                    _warm_up(method, features)
+                _synchronize(target)
+                start = time.perf_counter()
+                reconstructions = _decode(method, features, images.shape[0])
+                _synchronize(target)
+                seconds[method.label] += time.perf_counter() - start
+                with torch.no_grad():
+                    recomputed = representation(reconstructions.clamp(0, 1))
+                scores[method.label].add(images, reconstructions, features, recomputed)
+                if index == 0:
+                    shown_columns[method.label] = reconstructions[:GRID_IMAGES].detach().cpu()
+                advance(images.shape[0])
+            if index == 0:
+                shown.append(images[:GRID_IMAGES].cpu())
+    rows = [{"method": m.label, "kind": m.kind, **scale.summarize(scores[m.label]),
+             "seconds_per_image": seconds[m.label] / len(dataset)} for m in built]
+    result: dict[str, Any] = {
+        "images": len(dataset), "data": [data] if isinstance(data, str) else list(data),
+        "representation": identity,
+        "image_size": list(size), "device": str(target), "batch_size": batch_size,
+        "optimize": settings.to_dict() if any(m.kind == "optimize" for m in built) else None,
+        "methods": rows, "files": {},
+    }
+    if out is not None:
+        folder = Path(out)
+        kinds = [m.kind for m in built]
+        # short headers fit a 64-pixel column: the kind, with the run's folder name where a kind repeats
+        headers = [m.kind if kinds.count(m.kind) == 1 else f"{m.kind}:{Path(m.run or '').name}" for m in built]
+        grid = write_method_grid(shown[0], [(h, shown_columns[m.label]) for h, m in zip(headers, built)],
+                                 folder / "compare.png")
+        _write_csv(folder / "compare.csv", rows)
+        result["files"] = {"json": "compare.json", "csv": "compare.csv", "grid": grid.name}
+        atomic_write(folder / "compare.json",
+                     lambda p: p.write_text(json.dumps(result, indent=2) + "\n"))
+    return result

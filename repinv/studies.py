@@ -1,0 +1,317 @@
+"""Feature studies with trained decoders (Dosovitskiy & Brox 2016, sections 4.3-4.5).
+
+* :func:`analyze`: for each checkpoint and each perturbation (``NAME[:ARG]``, see :mod:`repinv.perturbations`),
+  the normalized reconstruction error of the decoder fed perturbed features, beside the unperturbed reference
+  row; a JSON file, one PNG grid per checkpoint and, for several checkpoints (e.g. the layers of one network),
+  a plot of error per checkpoint with one curve per perturbation (the paper's Figure 7).
+* :func:`interpolate` / :func:`write_interpolation_strip`: reconstructions of linear interpolations between
+  two images' features.
+* Random feature vectors live in :mod:`repinv.sampling`.
+
+Every error is on the scale of :mod:`repinv.metrics` (the same normalizer for every row of one checkpoint), so
+a perturbation's row is directly comparable with the unperturbed one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor
+from torch.utils.data import DataLoader, Subset
+from torchvision.transforms.functional import to_pil_image
+from torchvision.utils import make_grid
+
+from .checkpoint import atomic_write, read_metadata, write_json
+from .data import ImageDataset, load_images
+from .errors import InvalidOption
+from .inverter import Inverter, load
+from .metrics import ErrorScale, MethodScores
+from .perturbations import apply_perturbation, parse_perturbation
+from .progress import progress_bar
+
+__all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "slug", "write_image_table",
+           "plot_per_layer", "interpolate", "write_interpolation_strip"]
+
+#: The key of the unperturbed reference row in every result.
+REFERENCE = "unperturbed"
+#: Images (rows) in a perturbation grid.
+GRID_IMAGES = 8
+_PADDING = 2
+#: Labelled columns are at least this wide, so a label fits above each.
+_LABEL_WIDTH = 80
+
+
+def write_image_table(columns: Sequence[Tensor], path: str | Path, labels: Sequence[str] | None = None) -> Path:
+    """Write a PNG table of images: ``columns[j][i]`` is row ``i``, column ``j``; optional column labels on top.
+
+    Without labels the PNG is ``R·(H+2)+2`` pixels high and ``C·(W+2)+2`` wide (2-pixel white padding). Labels add
+    a header band, and images narrower than 80 pixels are then enlarged by an integer factor (nearest neighbour,
+    so pixels stay visible as pixels) to make room for them.
+
+    Args:
+        columns: ``C`` tensors ``(R, 3, H, W)``, clamped to [0, 1].
+        path: the PNG file.
+        labels: one short label per column (wrapped after ``+``, ``:`` and ``-`` when too wide).
+
+    Returns:
+        ``path``.
+    """
+    stacked = torch.stack([c.detach().float().clamp(0, 1).cpu() for c in columns], dim=1)  # (R, C, 3, H, W)
+    factor = -(-_LABEL_WIDTH // stacked.shape[-1]) if labels else 1
+    images = stacked.flatten(0, 1).repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+    picture = to_pil_image(make_grid(images, nrow=len(columns), padding=_PADDING, pad_value=1.0))
+    if labels:
+        picture = _with_header(picture, labels, images.shape[-1] + _PADDING)
+    atomic_write(Path(path), lambda p: picture.save(p, format="PNG"))
+    return Path(path)
+
+
+def _with_header(picture: Image.Image, labels: Sequence[str], pitch: int) -> Image.Image:
+    font = ImageFont.load_default(size=11)
+    measure = ImageDraw.Draw(picture)
+    wrapped = []
+    for label in labels:
+        lines: list[str] = []
+        for piece in re.split(r"(?<=[+:-])", label):
+            if lines and measure.textlength(lines[-1] + piece, font=font) <= pitch - 4:
+                lines[-1] += piece
+            else:
+                lines.append(piece)
+        wrapped.append(lines)
+    line_height = 13
+    band = line_height * max(len(lines) for lines in wrapped) + 4
+    out = Image.new("RGB", (picture.width, picture.height + band), "white")
+    out.paste(picture, (0, band))
+    draw = ImageDraw.Draw(out)
+    for j, lines in enumerate(wrapped):
+        for k, line in enumerate(lines):
+            x = _PADDING + j * pitch + (pitch - _PADDING - draw.textlength(line, font=font)) / 2
+            draw.text((max(x, j * pitch), 2 + k * line_height), line, fill="black", font=font)
+    return out
+
+
+@torch.no_grad()
+def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbations: Sequence[str], *,
+                       batch_size: int = 64, limit: int | None = None, workers: int = 0, seed: int = 0,
+                       show_progress: bool = False, grid: str | Path | None = None) -> dict[str, Any]:
+    """Reconstruction error from perturbed features, for one trained inverter.
+
+    Args:
+        inverter: the trained inverter.
+        data: test sources (resized and centre-cropped to the inverter's image size).
+        perturbations: ``NAME[:ARG]`` strings (registered perturbations).
+        batch_size: images per batch.
+        limit: use at most this many images (the first ones).
+        workers: data-loader worker processes.
+        seed: seeds the perturbations (image ``i`` gets its own generator, see
+            :func:`repinv.perturbations.apply_perturbation`) and the error normalizer's reference sample.
+        show_progress: show a progress bar.
+        grid: when given, a PNG of the first 8 images: original, unperturbed reconstruction, one column per
+            perturbation.
+
+    Returns:
+        ``{"representation", "image_size", "images", "results", "baseline"}``: ``results`` maps
+        ``"unperturbed"`` and each perturbation to ``{normalized_error, psnr, ssim}``, perturbations also to
+        ``feature_change`` (mean ``‖Φ' − Φ‖₂ / ‖Φ‖₂``); ``baseline`` holds the mean image's metrics when the run
+        has one.
+
+    Raises:
+        InvalidOption, UnknownName: a bad perturbation (checked on a random feature sample before any work).
+    """
+    perturbations = list(dict.fromkeys(perturbations))
+    if REFERENCE in perturbations:
+        raise InvalidOption(f"{REFERENCE!r} is the reference row and always included; not a perturbation name")
+    probe = torch.rand(1, *inverter.spec.shape)
+    for text in perturbations:  # fail on a bad name or argument now, not after a pass over the data
+        apply_perturbation(text, probe, seed=seed)
+    dataset: Any = ImageDataset(data, inverter.image_size, train=False, seed=seed)
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                        pin_memory=inverter.device.type == "cuda")
+    scale, mean = ErrorScale(seed=seed), MethodScores()
+    scores = {name: MethodScores() for name in [REFERENCE, *perturbations]}
+    change = dict.fromkeys(perturbations, 0.0)
+    shown: list[Tensor] = []
+    first = 0
+    with progress_bar(f"perturbing {inverter.representation.name}", total=len(dataset),
+                      enabled=show_progress) as advance:
+        for images in loader:
+            images = images.to(inverter.device, non_blocking=True)
+            features = inverter.features(images)
+            reconstructions = {REFERENCE: inverter.decode(features)}
+            norms = features.flatten(1).float().norm(dim=1).clamp_min(1e-12)
+            for text in perturbations:
+                perturbed = apply_perturbation(text, features, seed=seed, first_index=first)
+                reconstructions[text] = inverter.decode(perturbed)
+                moved = (perturbed - features).flatten(1).float().norm(dim=1)
+                change[text] += (moved / norms).double().sum().item()
+            scale.add(images)
+            for name, reconstruction in reconstructions.items():
+                scores[name].add(images, reconstruction)
+            if inverter.mean_image is not None:
+                mean.add(images, inverter.mean_image.expand_as(images))
+            if grid is not None and not shown:
+                shown = [images[:GRID_IMAGES], *(r[:GRID_IMAGES] for r in reconstructions.values())]
+            first += images.shape[0]
+            advance(images.shape[0])
+    if shown:
+        write_image_table(shown, grid, labels=["original", REFERENCE, *perturbations])
+    results = {name: scale.summarize(method) for name, method in scores.items()}
+    for text in perturbations:
+        results[text]["feature_change"] = change[text] / len(dataset)
+    return {"representation": inverter.representation.name, "image_size": list(inverter.image_size),
+            "images": len(dataset), "results": results,
+            "baseline": scale.summarize(mean) if inverter.mean_image is not None else None}
+
+
+def _representation_name(checkpoint: str | Path | Inverter) -> str:
+    if isinstance(checkpoint, Inverter):
+        return checkpoint.representation.name
+    return str(read_metadata(Path(checkpoint) / "decoder.safetensors").get("representation", {}).get("name", "?"))
+
+
+def _run_name(checkpoint: str | Path | Inverter, position: int) -> str:
+    return f"checkpoint-{position}" if isinstance(checkpoint, Inverter) else str(checkpoint)
+
+
+def checkpoint_labels(checkpoints: Sequence[str | Path | Inverter]) -> list[str]:
+    """Readable, distinct labels: the representation name (a layer, e.g. ``alexnet:conv3``), with the run
+    directory's name added where two checkpoints invert the same representation.
+
+    Raises:
+        CheckpointError: a run directory is missing or unreadable (only its metadata is read).
+    """
+    names = [_representation_name(c) for c in checkpoints]
+    return [f"{name} ({Path(_run_name(c, i)).name})" if names.count(name) > 1 else name
+            for i, (name, c) in enumerate(zip(names, checkpoints))]
+
+
+def slug(label: str) -> str:
+    """``label`` made safe for a file name (``alexnet:conv3`` → ``alexnet-conv3``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-") or "checkpoint"
+
+
+def plot_per_layer(result: dict[str, Any], path: str | Path) -> Path:
+    """Plot normalized error per checkpoint with one curve per perturbation (the paper's Figure 7).
+
+    Args:
+        result: what :func:`analyze` returns (its ``checkpoints`` in order are the x axis).
+        path: the PNG file.
+
+    Returns:
+        ``path``.
+    """
+    # The object API with the Agg canvas: no pyplot state, no global backend switch in the caller's process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    checkpoints = result["checkpoints"]
+    labels = [c["label"] for c in checkpoints]
+    figure = Figure(figsize=(max(5.0, 0.9 * len(labels) + 2), 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    x = list(range(len(labels)))
+    for name in [REFERENCE, *result["perturbations"]]:
+        axes.plot(x, [c["results"][name]["normalized_error"] for c in checkpoints], marker="o", label=name)
+    if all(c["baseline"] for c in checkpoints):
+        axes.plot(x, [c["baseline"]["normalized_error"] for c in checkpoints], color="gray", linestyle="--",
+                  label="mean image")
+    axes.set_xticks(x, labels, rotation=30 if max(map(len, labels)) > 8 else 0, ha="right")
+    axes.set_ylabel("normalized reconstruction error")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    atomic_write(Path(path), lambda p: figure.savefig(p, format="png"))
+    return Path(path)
+
+
+def analyze(checkpoints: Sequence[str | Path | Inverter], data: str | Sequence[str], perturbations: Sequence[str],
+            *, out: str | Path | None = None, device: str = "auto", batch_size: int = 64, limit: int | None = None,
+            workers: int = 0, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
+    """Perturbation study over several checkpoints (loaded one at a time, so many layers fit in memory).
+
+    Args:
+        checkpoints: run directories (or inverters already loaded), e.g. one per layer of a network.
+        data: test sources.
+        perturbations: ``NAME[:ARG]`` strings.
+        out: when given, writes there ``perturbations.json``, ``perturbations-LABEL.png`` per checkpoint and, for
+            several checkpoints, ``perturbations-per-layer.png``.
+        device: where to load run directories.
+        batch_size, limit, workers, seed, show_progress: as in :func:`perturbation_study`.
+
+    Returns:
+        ``{"data", "seed", "perturbations", "checkpoints": [{"checkpoint", "label", **study}], "files"}``, JSON-able;
+        ``files`` lists what was written.
+
+    Raises:
+        CheckpointError: a checkpoint is missing or unreadable (checked for all before any work).
+    """
+    if not checkpoints:
+        raise InvalidOption("give at least one checkpoint")
+    perturbations = list(dict.fromkeys(perturbations))
+    for text in perturbations:
+        parse_perturbation(text)
+    sources = [data] if isinstance(data, str) else list(data)
+    runs = [_run_name(c, i) for i, c in enumerate(checkpoints)]
+    labels = checkpoint_labels(checkpoints)
+    result: dict[str, Any] = {"data": sources, "seed": seed, "perturbations": perturbations, "checkpoints": [],
+                              "files": []}
+    for checkpoint, run, label in zip(checkpoints, runs, labels):
+        inverter = checkpoint if isinstance(checkpoint, Inverter) else load(checkpoint, device)
+        grid = Path(out) / f"perturbations-{slug(label)}.png" if out is not None else None
+        study = perturbation_study(inverter, sources, perturbations, batch_size=batch_size, limit=limit,
+                                   workers=workers, seed=seed, show_progress=show_progress, grid=grid)
+        result["checkpoints"].append({"checkpoint": run, "label": label, **study})
+        if grid is not None:
+            result["files"].append(str(grid))
+    if out is not None:
+        if len(checkpoints) > 1:
+            result["files"].append(str(plot_per_layer(result, Path(out) / "perturbations-per-layer.png")))
+        result["files"].append(str(Path(out) / "perturbations.json"))
+        write_json(Path(out) / "perturbations.json", result)
+    return result
+
+
+def _image(inverter: Inverter, image: Tensor | str | os.PathLike[str]) -> Tensor:
+    if isinstance(image, Tensor):
+        return image.unsqueeze(0) if image.dim() == 3 else image
+    return load_images([image], inverter.image_size)
+
+
+@torch.no_grad()
+def interpolate(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
+                image_b: Tensor | str | os.PathLike[str], steps: int = 8) -> Tensor:
+    """Reconstructions of ``(1 − t)·Φ(a) + t·Φ(b)`` for ``steps`` values of ``t`` evenly from 0 to 1.
+
+    Args:
+        inverter: the trained inverter.
+        image_a, image_b: image files (resized and centre-cropped) or tensors ``(3, H, W)`` at its image size.
+        steps: how many interpolation points, endpoints included (at least 2).
+
+    Returns:
+        ``(steps, 3, H, W)`` reconstructions clamped to [0, 1].
+    """
+    if steps < 2:
+        raise InvalidOption(f"interpolation needs at least 2 steps (the two endpoints), got {steps}")
+    a, b = (inverter.features(_image(inverter, image)) for image in (image_a, image_b))
+    t = torch.linspace(0, 1, steps, device=a.device).view(-1, *[1] * (a.dim() - 1))
+    return inverter.decode((1 - t) * a + t * b).clamp(0, 1)
+
+
+def write_interpolation_strip(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
+                              image_b: Tensor | str | os.PathLike[str], path: str | Path, steps: int = 8) -> Path:
+    """Write one PNG row: image a, the ``steps`` reconstructions of :func:`interpolate`, image b.
+
+    The PNG is ``H + 4`` pixels high and ``(steps + 2)·(W + 2) + 2`` wide (see :func:`write_image_table`).
+    """
+    ends = [_image(inverter, image).to(inverter.device) for image in (image_a, image_b)]
+    frames = interpolate(inverter, *ends, steps=steps)
+    return write_image_table([ends[0], *frames.unsqueeze(1), ends[1]], path)
