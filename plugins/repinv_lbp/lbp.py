@@ -49,9 +49,10 @@ NEIGHBOURS: tuple[tuple[int, int], ...] = ((0, 1), (1, 1), (1, 0), (1, -1), (0, 
 
 # VLFeat adds this to the square root of the cell's mass before dividing (an empty cell stays zero).
 _EPSILON = 1e-10
-# Images are processed in chunks of about this many pixels: on CPU so per-pixel temporaries (about 40 bytes)
-# stay in cache, on accelerators to bound memory while keeping kernels large.
-_CHUNK_PIXELS = 1 << 17
+# Patterns are computed in chunks of about this many pixels: on CPU large enough that every operation keeps two
+# threads busy and small enough that the temporaries (about 16 bytes per pixel) stay near the cores (measured with
+# bench/features.py: 1 << 17 and 1 << 21 were both slower at 256 px); on accelerators to bound memory.
+_CHUNK_PIXELS = 1 << 20
 _CHUNK_PIXELS_ACCELERATOR = 1 << 23
 
 
@@ -100,17 +101,18 @@ def lbp_codes(gray: Tensor) -> Tensor:
 
 
 def _codes(gray: Tensor) -> Tensor:
-    """:func:`lbp_codes` as int32. Each comparison is written straight into an int32 buffer and added with its bit's
-    weight: torch's CPU kernels vectorize int32 results, while a bool result and uint8 shifts took 3-4 times
-    longer (and int64 arithmetic is not vectorized on AVX2)."""
+    """:func:`lbp_codes` as int32. Each comparison is written straight into a buffer of the image's float type and
+    added with its bit's weight (sums of distinct powers of two below 256: exact), then converted once: torch's
+    CPU kernels vectorize these, while bool results and uint8 shifts took 3-4 times longer and int32
+    accumulation about 20% longer (and int64 arithmetic is not vectorized on AVX2)."""
     height, width = gray.shape[-2:]
     center = gray[..., 1:-1, 1:-1]
-    codes = torch.zeros(center.shape, dtype=torch.int32, device=gray.device)
+    codes = torch.zeros_like(center)
     bit = torch.empty_like(codes)
     for k, (dy, dx) in enumerate(NEIGHBOURS):
         torch.gt(gray[..., 1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx], center, out=bit)
         codes.add_(bit, alpha=1 << k)
-    return codes
+    return codes.int()
 
 
 class Geometry(NamedTuple):
@@ -183,24 +185,43 @@ def lbp_uniform(gray: Tensor, cell_size: int = 16, geometry: Geometry | None = N
     Shape:
         ``(B, H, W)`` → ``(B, 58, H // cell_size, W // cell_size)``.
     """
-    batch, height, width = gray.shape
     if geometry is None:
-        geometry = spatial_geometry(height, width, cell_size, gray.device)
+        geometry = spatial_geometry(gray.shape[1], gray.shape[2], cell_size, gray.device)
     with torch.no_grad():
-        # Only the pixels VLFeat lets vote, plus their one-pixel ring of neighbours.
-        used = gray[:, :geometry.used_rows + 2, :geometry.used_columns + 2]
-        plane = (geometry.rows + 2) * (geometry.columns + 2)
-        # Each pattern's flat histogram offset in one table lookup, in int32 (vectorized; int64 is not), widened
-        # once for scatter_add_; index_select is several times faster than advanced indexing here.
-        offsets = (uniform_mapping(gray.device) * plane).int()
-        target = offsets.index_select(0, _codes(used).view(-1)).view(batch, -1).add_(geometry.base.int()).long()
-        histogram = torch.zeros(batch, DIMENSION * plane, dtype=torch.float32, device=gray.device)
-        # One index serves all four cells: each corner writes into the histogram shifted by its offset.
-        for weight, offset in zip(geometry.weights, geometry.offsets, strict=True):
-            histogram[:, offset:].scatter_add_(1, target, weight.expand(batch, -1))
-        cells = histogram.view(batch, DIMENSION, geometry.rows + 2, geometry.columns + 2)[:, :, 1:-1, 1:-1]
-        # The square root of a contiguous copy: on the strided view it was the slowest step at 64x64.
-        return cells.contiguous().sqrt_() / (cells.sum(1, keepdim=True).sqrt() + _EPSILON)
+        return _cell_histograms(_vote_targets(gray, geometry), geometry)
+
+
+def _vote_targets(gray: Tensor, geometry: Geometry, out: Tensor | None = None) -> Tensor:
+    """Where each voting pixel's pattern goes: its bin's plane in the flat histogram plus its up-left cell.
+
+    Shape:
+        gray: ``(B, H, W)``; returns ``(B, P)`` int64 (written into ``out`` when given), P the voting pixels.
+    """
+    # Only the pixels VLFeat lets vote, plus their one-pixel ring of neighbours.
+    used = gray[:, :geometry.used_rows + 2, :geometry.used_columns + 2]
+    plane = (geometry.rows + 2) * (geometry.columns + 2)
+    # Each pattern's plane offset in one table lookup; index_select is several times faster than advanced indexing.
+    offsets = uniform_mapping(gray.device) * plane
+    target = torch.index_select(offsets, 0, _codes(used).view(-1), out=None if out is None else out.view(-1))
+    return target.view(gray.shape[0], -1).add_(geometry.base)
+
+
+def _cell_histograms(targets: Tensor, geometry: Geometry) -> Tensor:
+    """Bilinear votes into the padded cell grid, then VLFeat's normalization (square root of the L1-normalized
+    histogram); one pass for the whole batch, so the batch dimension spreads the votes over the CPU's threads.
+
+    Shape:
+        targets: ``(B, P)`` from :func:`_vote_targets`; returns ``(B, 58, rows, columns)`` float32.
+    """
+    batch = targets.shape[0]
+    plane = (geometry.rows + 2) * (geometry.columns + 2)
+    histogram = torch.zeros(batch, DIMENSION * plane, dtype=torch.float32, device=targets.device)
+    # One index serves all four cells: each corner writes into the histogram shifted by its offset.
+    for weight, offset in zip(geometry.weights, geometry.offsets, strict=True):
+        histogram[:, offset:].scatter_add_(1, targets, weight.expand(batch, -1))
+    cells = histogram.view(batch, DIMENSION, geometry.rows + 2, geometry.columns + 2)[:, :, 1:-1, 1:-1]
+    # The square root of a contiguous copy: on the strided view it was the slowest step at 64x64.
+    return cells.contiguous().sqrt_() / (cells.sum(1, keepdim=True).sqrt() + _EPSILON)
 
 
 class LBP(Representation):
@@ -253,8 +274,11 @@ class LBP(Representation):
         chunk = _CHUNK_PIXELS if images.device.type == "cpu" else _CHUNK_PIXELS_ACCELERATOR
         step = max(1, chunk // (height * width))
         with torch.no_grad():
-            chunks = [lbp_uniform(rgb_to_gray(part)[:, 0], self.cell_size, geometry) for part in images.split(step)]
-        return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
+            # Patterns chunk by chunk (their temporaries stay in cache), votes for the whole batch at once.
+            targets = torch.empty(images.shape[0], geometry.base.numel(), dtype=torch.int64, device=images.device)
+            for part, out in zip(images.split(step), targets.split(step), strict=True):
+                _vote_targets(rgb_to_gray(part)[:, 0], geometry, out=out)
+            return _cell_histograms(targets, geometry).to(dtype)
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """``FeatureSpec((58, h, w))`` from VLFeat's grid rule, without computing anything."""
