@@ -37,9 +37,9 @@ from . import __version__
 from .checkpoint import load_tensors, read_metadata, save_tensors
 from .data import ImageDataset
 from .errors import CheckpointError, DataError, InvalidOption
-from .inverter import resolve_device
+from .inverter import Inversion, resolve_device
 from .progress import progress_bar
-from .representation import FeatureSpec, Representation, check_images, check_shape, create_representation
+from .representation import FeatureSpec, Representation, check_shape, create_representation
 
 __all__ = ["LinearInverter", "fit_linear", "load_linear", "RidgeStatistics", "solve_ridge", "HOLDOUT_EVERY",
            "RIDGE_GRID", "MAX_DIRECT_FEATURES", "mean_image_of"]
@@ -144,7 +144,7 @@ def _choose_ridge(train: RidgeStatistics, held_out: RidgeStatistics) -> tuple[fl
     return best, errors
 
 
-class LinearInverter(nn.Module):
+class LinearInverter(Inversion, nn.Module):
     """A ridge-regression map from (flattened, optionally hashed) features to pixels, with the Inverter interface.
 
     Args:
@@ -193,16 +193,6 @@ class LinearInverter(nn.Module):
         return hashed.index_add_(1, self.hash_index, flat * self.hash_sign)
 
     @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        """Φ(images).
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
-        """
-        check_images(images)
-        return self.representation(images.to(self.device))
-
-    @torch.no_grad()
     def decode(self, features: Tensor) -> Tensor:
         """``W·z + b`` as images.
 
@@ -212,11 +202,6 @@ class LinearInverter(nn.Module):
         check_shape(features, ("B", *self.spec.shape), "features")
         flat = torch.addmm(self.bias, self.project(features.to(self.device)), self.weight)
         return flat.view(-1, 3, *self.image_size)
-
-    @torch.no_grad()
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """``decode(features(images))``."""
-        return self.decode(self.features(images))
 
     def save(self, run: str | Path) -> Path:
         """Write the run directory (``linear.safetensors``, ``mean_image.safetensors``)."""

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .decoders import decoder_from_config
 from .errors import CheckpointError, RepinvError
 from .representation import FeatureSpec, Representation, check_images, check_shape, create_representation
 
-__all__ = ["Inverter", "load", "resolve_device"]
+__all__ = ["Inversion", "Inverter", "load", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -33,7 +34,46 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-class Inverter(nn.Module):
+class Inversion(ABC):
+    """The face every way of inverting a representation shows (a trained decoder, the linear map, optimization), so
+    evaluation, comparison and ``repinv invert`` treat them alike.
+
+    Subclasses set ``representation``, ``image_size`` and ``spec``, provide ``device``, and implement :meth:`decode`.
+    """
+
+    representation: Representation
+    image_size: tuple[int, int]
+    spec: FeatureSpec
+    device: torch.device
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> Tensor:
+        """Φ(images) for images of the inverter's size.
+
+        Shape:
+            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
+        """
+        check_images(images)
+        return self.representation(images.to(self.device))
+
+    @abstractmethod
+    def decode(self, features: Tensor) -> Tensor:
+        """Images from features.
+
+        Shape:
+            features: ``(B, *spec.shape)``; returns ``(B, 3, H, W)`` (not clamped).
+        """
+
+    def reconstruct(self, images: Tensor) -> Tensor:
+        """``decode(features(images))``.
+
+        Shape:
+            images: ``(B, 3, H, W)`` in [0, 1] at the inverter's size; returns ``(B, 3, H, W)``.
+        """
+        return self.decode(self.features(images))
+
+
+class Inverter(Inversion, nn.Module):
     """A representation Φ and a decoder f with f(Φ(x)) ≈ x.
 
     Args:
@@ -60,16 +100,6 @@ class Inverter(nn.Module):
         return next(self.decoder.parameters()).device
 
     @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        """Φ(images) for images of the training size.
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
-        """
-        check_images(images)
-        return self.representation(images.to(self.device))
-
-    @torch.no_grad()
     def decode(self, features: Tensor) -> Tensor:
         """Reconstruct images from features, upsampled bilinearly to the training image size when the decoder
         predicts a smaller image (the paper's section 4.1).
@@ -82,15 +112,6 @@ class Inverter(nn.Module):
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
         return images
-
-    @torch.no_grad()
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """f(Φ(images)).
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1] at the training size; returns ``(B, 3, H, W)``.
-        """
-        return self.decode(self.features(images))
 
 
 def load(run: str | Path, device: str | torch.device = "auto") -> Inverter:

@@ -52,9 +52,9 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidOption, NotDifferentiable
-from .inverter import resolve_device
+from .inverter import Inversion, resolve_device
 from .progress import progress_bar
-from .representation import FeatureSpec, Representation, check_images, check_shape
+from .representation import FeatureSpec, Representation, check_shape
 
 __all__ = ["OptimizeSettings", "OptimizationResult", "OptimizationInverter", "optimize_images", "check_differentiable",
            "total_variation", "MEAN_COLOUR", "PIXEL_SIGMA"]
@@ -254,7 +254,7 @@ def optimize_images(representation: Representation, targets: Tensor, image_size:
     return result
 
 
-class OptimizationInverter:
+class OptimizationInverter(Inversion):
     """Optimization-based inversion behind the same face as :class:`repinv.Inverter` (``features``, ``decode``,
     ``reconstruct``), so evaluation and comparison treat it like a decoder.
 
@@ -279,16 +279,6 @@ class OptimizationInverter:
         self.show_progress = show_progress
         self.mean_image: Tensor | None = None
 
-    @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        """Φ(images).
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
-        """
-        check_images(images)
-        return self.representation(images.to(self.device))
-
     def decode(self, features: Tensor) -> Tensor:
         """Optimize images whose features match ``features``.
 
@@ -297,14 +287,6 @@ class OptimizationInverter:
         """
         return optimize_images(self.representation, features, self.image_size, self.settings,
                                show_progress=self.show_progress).images
-
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """Reconstruct images from their own features.
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, 3, H, W)``.
-        """
-        return self.decode(self.features(images))
 
     def describe(self) -> dict[str, Any]:
         """What a result file records about this method."""
