@@ -101,7 +101,7 @@ def lbp_codes(gray: Tensor) -> Tensor:
 
 
 def _codes(gray: Tensor) -> Tensor:
-    """:func:`lbp_codes` as int32. Each comparison is written straight into a buffer of the image's float type and
+    """:func:`lbp_codes` as int64 (an index). Each comparison is written straight into a buffer of the image's float type and
     added with its bit's weight (sums of distinct powers of two below 256: exact), then converted once: torch's
     CPU kernels vectorize these, while bool results and uint8 shifts took 3-4 times longer and int32
     accumulation about 20% longer (and int64 arithmetic is not vectorized on AVX2)."""
@@ -112,7 +112,7 @@ def _codes(gray: Tensor) -> Tensor:
     for k, (dy, dx) in enumerate(NEIGHBOURS):
         torch.gt(gray[..., 1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx], center, out=bit)
         codes.add_(bit, alpha=1 << k)
-    return codes.int()
+    return codes.long()
 
 
 class Geometry(NamedTuple):
@@ -200,10 +200,12 @@ def _vote_targets(gray: Tensor, geometry: Geometry, out: Tensor | None = None) -
     # Only the pixels VLFeat lets vote, plus their one-pixel ring of neighbours.
     used = gray[:, :geometry.used_rows + 2, :geometry.used_columns + 2]
     plane = (geometry.rows + 2) * (geometry.columns + 2)
-    # Each pattern's plane offset in one table lookup; index_select is several times faster than advanced indexing.
-    offsets = uniform_mapping(gray.device) * plane
-    target = torch.index_select(offsets, 0, _codes(used).view(-1), out=None if out is None else out.view(-1))
-    return target.view(gray.shape[0], -1).add_(geometry.base)
+    # Each pattern's plane offset in one table lookup: gather on the table broadcast over the batch runs on all
+    # threads, 1.5-4x faster than index_select or advanced indexing here.
+    batch = gray.shape[0]
+    offsets = (uniform_mapping(gray.device) * plane).expand(batch, -1)
+    target = torch.gather(offsets, 1, _codes(used).view(batch, -1), out=out)
+    return target.add_(geometry.base)
 
 
 def _cell_histograms(targets: Tensor, geometry: Geometry) -> Tensor:
