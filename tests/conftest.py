@@ -115,3 +115,17 @@ def registered_family(plugin: ModuleType, family: str) -> Iterator[object]:
         yield get_registry().representations[family]
     finally:
         unregister_plugin(name)
+
+
+def declared_entry_point(name: str) -> object:
+    """What repinv's installed distribution declares as entry point ``name`` in group ``repinv``, loaded; the test
+    skips (saying why) when repinv is not installed."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        points = distribution("repinv").entry_points
+    except PackageNotFoundError:
+        pytest.skip("repinv is not installed (pip install -e .)")
+    found = [point for point in points if point.group == "repinv" and point.name == name]
+    assert found, f"no entry point {name!r} in group repinv"
+    return found[0].load()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import registered_family
+from conftest import declared_entry_point, registered_family
 
 import repinv_alexnet
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
@@ -343,14 +343,7 @@ def test_reps_lists_eight_layers_without_downloading(registered: object, offline
 
 
 def test_entry_point_declared() -> None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        points = distribution("repinv").entry_points
-    except PackageNotFoundError:
-        pytest.skip("repinv is not installed (pip install -e .)")
-    alexnet = [point for point in points if point.group == "repinv" and point.name == "alexnet"]
-    assert alexnet and alexnet[0].load() is repinv_alexnet
+    assert declared_entry_point("alexnet") is repinv_alexnet
 
 
 def test_train_offline_fails_in_one_line_before_making_the_run(registered: object, offline: list[str],

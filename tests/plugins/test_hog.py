@@ -9,7 +9,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from conftest import Photos, registered_family
+from conftest import Photos, declared_entry_point, registered_family
 
 import repinv_hog
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
@@ -281,11 +281,4 @@ def test_create_representation(registered: object) -> None:
 
 
 def test_entry_point_declared() -> None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        points = distribution("repinv").entry_points
-    except PackageNotFoundError:
-        pytest.skip("repinv is not installed (pip install -e .)")
-    hog = [point for point in points if point.group == "repinv" and point.name == "hog"]
-    assert hog and hog[0].load() is repinv_hog
+    assert declared_entry_point("hog") is repinv_hog

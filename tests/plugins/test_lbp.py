@@ -8,7 +8,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 import torch
-from conftest import Photos, registered_family
+from conftest import Photos, declared_entry_point, registered_family
 
 import repinv_lbp
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
@@ -293,11 +293,4 @@ def test_create_representation(registered: object) -> None:
 
 
 def test_entry_point_declared() -> None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        points = distribution("repinv").entry_points
-    except PackageNotFoundError:
-        pytest.skip("repinv is not installed (pip install -e .)")
-    lbp = [point for point in points if point.group == "repinv" and point.name == "lbp"]
-    assert lbp and lbp[0].load() is repinv_lbp
+    assert declared_entry_point("lbp") is repinv_lbp

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import registered_family
+from conftest import declared_entry_point, registered_family
 
 import repinv_sift
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
@@ -337,11 +337,4 @@ def test_registered(registered: object) -> None:
 
 
 def test_entry_point_declared() -> None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        points = distribution("repinv").entry_points
-    except PackageNotFoundError:
-        pytest.skip("repinv is not installed (pip install -e .)")
-    sift = [point for point in points if point.group == "repinv" and point.name == "sift"]
-    assert sift and sift[0].load() is repinv_sift
+    assert declared_entry_point("sift") is repinv_sift

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import registered_family
+from conftest import declared_entry_point, registered_family
 
 import repinv_timm
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
@@ -314,14 +314,7 @@ def test_reps_lists_layers_with_shapes_offline(registered: object, offline: list
 
 
 def test_entry_point_declared() -> None:
-    from importlib.metadata import PackageNotFoundError, distribution
-
-    try:
-        points = distribution("repinv").entry_points
-    except PackageNotFoundError:
-        pytest.skip("repinv is not installed (pip install -e .)")
-    found = [point for point in points if point.group == "repinv" and point.name == "timm"]
-    assert found and found[0].load() is repinv_timm
+    assert declared_entry_point("timm") is repinv_timm
 
 
 def test_unreachable_hub_reads_only_the_cache(offline: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
