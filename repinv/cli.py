@@ -114,6 +114,8 @@ def plugins() -> None:
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--width", type=float, help="Decoder width multiplier (1.0 = the paper's channels).")
 @click.option("--workers", type=int, help="Data-loader worker processes.")
+@click.option("--feature-batch", type=int,
+              help="Compute on-the-fly features for this many images at a time, over several steps (default 64).")
 @click.option("--finetune-encoder", is_flag=True, default=None, help="Train the representation too (autoencoder).")
 @click.option("--time-budget", type=float, metavar="SECONDS", help="Stop cleanly after this long, with a checkpoint.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")

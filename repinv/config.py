@@ -51,6 +51,8 @@ class TrainConfig:
     # last 10% linearly to zero; "constant"; "cosine"
     finetune_encoder: bool = False  # train the representation with the decoder (autoencoder mode)
     workers: int = 2  # data-loader worker processes (0 = load in the training process)
+    feature_batch: int = 64  # features computed on the fly are computed for this many images at a time, i.e.
+    # for the next several steps' batches in one call, because per-call costs dominate small batches (1: per step)
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     time_budget: float | None = None  # stop cleanly after this many seconds of training, with a checkpoint
@@ -80,6 +82,7 @@ class TrainConfig:
             (self.lr > 0, "lr must be positive"),
             (self.width is None or self.width > 0, "width must be positive"),
             (self.workers >= 0, "workers must be 0 or more"),
+            (self.feature_batch >= 1, "feature_batch must be at least 1"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),
             (len(self.data) > 0 or self.features is not None, "at least one data source is needed"),

@@ -42,8 +42,9 @@ from .representation import Representation, create_representation
 __all__ = ["train", "resume", "learning_rate_factor", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
 #: Settings a resumed run may change; everything else must match the run being continued.
-RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "device", "log_every", "sample_every",
-                                "checkpoint_every", "checkpoint_seconds", "val_every", "val_images", "val_data"})
+RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
+                                "sample_every", "checkpoint_every", "checkpoint_seconds", "val_every", "val_images",
+                                "val_data"})
 SAMPLE_IMAGES = 8
 
 
@@ -305,6 +306,22 @@ class _Trainer:
                           sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 
+    def _batches(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
+        """The loader's batches. A frozen, batched representation computed on the fly gets them with their features,
+        computed for the next ``feature_batch`` images in one call: at small batches a call's fixed costs rival
+        its work (HOG at 64x64 is about a third faster per image at 64 images than at 16)."""
+        batches = iter(self._loader())
+        on_the_fly = not (self.config.features or self.representation.per_image or self.config.finetune_encoder)
+        group = -(-self.config.feature_batch // self.local_batch) if on_the_fly else 1
+        if group == 1:
+            yield from batches
+            return
+        while True:
+            images = [next(batches).to(self.device, non_blocking=True) for _ in range(group)]
+            with torch.no_grad():
+                features = self.representation(torch.cat(images))
+            yield from zip(images, features.split([len(part) for part in images]))
+
     def _loss(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         if isinstance(batch, (tuple, list)):
             images, features = (t.to(self.device, non_blocking=True) for t in batch)
@@ -354,7 +371,7 @@ class _Trainer:
             with progress_bar(f"training {config.rep}", total=self.total, enabled=self.show_progress,
                               own_eta=True) as advance:
                 advance(self.step)
-                batches = iter(self._loader())
+                batches = self._batches()
                 while self.step < self.total:
                     # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
                     # still anneals its rate before it stops.
@@ -454,7 +471,7 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     for name, value in changes.items():
         if value is None or (isinstance(value, (list, tuple, dict)) and not value):
             continue  # not given
-        if name not in values:
+        if name not in values and name not in RESUMABLE_SETTINGS:  # a resumable one may postdate the run
             raise InvalidOption(f"unknown setting {name!r}")
         if name not in RESUMABLE_SETTINGS and _normalize(value) != _normalize(saved[name]):
             raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "

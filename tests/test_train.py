@@ -56,6 +56,25 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(photo_folder, tmp_pa
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_features_of_several_steps_at_once_train_like_features_per_step(photo_folder, tmp_path, monkeypatch):
+    from repinv_hog.hog import HOG
+
+    calls = []
+    forward = HOG.forward
+    monkeypatch.setattr(HOG, "forward", lambda self, images: calls.append(len(images)) or forward(self, images))
+    settings = dict(steps=6, schedule="constant", sample_every=100)
+    grouped = train(_config(photo_folder, feature_batch=12, **settings), tmp_path / "grouped", show_progress=False)
+    grouped_calls, calls[:] = list(calls), []
+    per_step = train(_config(photo_folder, feature_batch=1, **settings), tmp_path / "per-step", show_progress=False)
+    assert grouped_calls.count(12) == 2 and 4 not in grouped_calls  # 6 steps of 4 images: two calls of 3 batches
+    assert calls.count(4) == 6 and 12 not in calls
+    a = load_tensors(grouped.run / "decoder.safetensors")
+    b = load_tensors(per_step.run / "decoder.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    assert resume(grouped.run, steps=8, feature_batch=4, show_progress=False).step == 8  # a resumable setting
+
+
 def test_schedule_halves_rate_at_50_75_90_percent(photo_folder, tmp_path):
     train(_config(photo_folder, steps=20, sample_every=100, checkpoint_every=100), tmp_path / "r",
           show_progress=False)

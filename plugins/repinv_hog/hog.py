@@ -91,6 +91,14 @@ class _Polar(torch.autograd.Function):
         return grad_x * live, grad_y * live
 
 
+def _polar(gx: Tensor, gy: Tensor) -> tuple[Tensor, Tensor]:
+    """Magnitude and angle of the gradients; through :class:`_Polar` only when a gradient is needed (its
+    machinery costs more than the arithmetic at small batches)."""
+    if torch.is_grad_enabled() and (gx.requires_grad or gy.requires_grad):
+        return _Polar.apply(gx, gy)
+    return (gx * gx + gy * gy).sqrt_(), torch.atan2(gy, gx)
+
+
 def _vlfeat_bins(gx: Tensor, gy: Tensor, table: Tensor, second: bool = True) -> tuple[Tensor, Tensor]:
     """The two directed bins VLFeat's loop picks, float op by float op: ``(P,)`` gradients → two ``(P,)`` int64.
 
@@ -108,15 +116,22 @@ def _vlfeat_bins(gx: Tensor, gy: Tensor, table: Tensor, second: bool = True) -> 
     return best + n * signs[0], runner_up + n * signs[1]
 
 
+def orientation_slots(orientations: int) -> int:
+    """Number of histogram planes votes go to before wrapping: unwrapped bins ``-n - 1 .. n + 1``."""
+    return 2 * orientations + 3
+
+
 def _orientation_bins(angle: Tensor, gx: Tensor, gy: Tensor, table: Tensor,
                       bilinear: bool) -> tuple[Tensor, Tensor | None]:
-    """Directed bins of every gradient: the nearest one, and for ``bilinear`` the other neighbour.
+    """Directed bins of every gradient, unwrapped: the nearest one, and for ``bilinear`` the other neighbour.
 
-    Bins are read off the angle. Where rounding decides, VLFeat's own float comparison (:func:`_vlfeat_bins`) is
-    replayed on those few gradients so the result agrees with it bit for bit: near a boundary between two bins
-    for the nearest bin (an odd ``n`` puts one at 90 degrees: every purely vertical gradient), near a bin centre
-    for the second one (which gets a tiny weight there, e.g. a diagonal gradient for ``n = 4``). Bilinear weights
-    are continuous across boundaries, so there it does not matter which side wins.
+    Bins are read off the angle and left unwrapped, in ``[-n - 1, n + 1]``: bin ``b`` stands for the directed
+    orientation ``b mod 2n``. Wrapping per pixel costs a division; :func:`hog_uoctti` wraps the few histogram
+    planes instead. Where rounding decides, VLFeat's own float comparison (:func:`_vlfeat_bins`) is replayed on
+    those few gradients so the result agrees with it bit for bit: near a boundary between two bins for the
+    nearest bin (an odd ``n`` puts one at 90 degrees: every purely vertical gradient), near a bin centre for the
+    second one (which gets a tiny weight there, e.g. a diagonal gradient for ``n = 4``). Bilinear weights are
+    continuous across boundaries, so there it does not matter which side wins.
 
     Args:
         angle: ``(...)`` ``atan2(gy, gx)``.
@@ -126,29 +141,42 @@ def _orientation_bins(angle: Tensor, gx: Tensor, gy: Tensor, table: Tensor,
         bilinear: also return the second bin.
 
     Returns:
-        ``(nearest, second)``: int64 bins in ``[0, 2n)`` shaped like ``angle``; ``second`` is ``None`` unless
-        ``bilinear`` and ``n > 1`` (VLFeat has no second bin for ``n = 1``).
+        ``(nearest, second)``: unwrapped bins shaped like ``angle``, whole numbers in its dtype (the vote's index
+        arithmetic stays in floating point, where it is fastest); ``second`` is ``None`` unless ``bilinear`` and
+        ``n > 1`` (VLFeat has no second bin for ``n = 1``).
     """
     n = table.shape[1]
     position = angle * (n / math.pi)  # in bins, [-n, n]
-    rounded = position.round()
-    offset = position.sub_(rounded)
-    nearest = rounded.remainder(2 * n).long()
+    nearest = position.round()
+    offset = position.sub_(nearest)
     # VLFeat's float scores err by about n^2 1e-8 bins; the margin stays far outside that.
     margin = min(0.5, 1e-3 + 1e-6 * n * n)
     second = None
     if bilinear and n > 1:
-        second = (rounded + offset.sign()).remainder_(2 * n).long()
+        second = nearest + offset.sign()
         replay = offset.abs_() < margin
     else:
         replay = offset.abs_() > 0.5 - margin
     flat = replay.view(-1).nonzero().squeeze(1)
     if flat.numel():
         first, runner_up = _vlfeat_bins(gx.reshape(-1)[flat], gy.reshape(-1)[flat], table, second is not None)
-        nearest.view(-1)[flat] = first
+        nearest.view(-1)[flat] = _unwrapped(first, n).to(nearest.dtype)
         if second is not None:
-            second.view(-1)[flat] = runner_up
+            second.view(-1)[flat] = _unwrapped(runner_up, n).to(second.dtype)
     return nearest, second
+
+
+def _unwrapped(bins: Tensor, n: int) -> Tensor:
+    """Directed bins ``[0, 2n)`` as unwrapped bins in ``[-n - 1, n + 1]``."""
+    return torch.where(bins > n + 1, bins - 2 * n, bins)
+
+
+@functools.lru_cache(maxsize=32)
+def _wrapping(orientations: int, device: torch.device | str = "cpu") -> Tensor:
+    """For each histogram plane (unwrapped bin ``-n - 1 .. n + 1``), its directed bin."""
+    with torch.inference_mode(False):  # cached: must stay usable outside inference mode
+        unwrapped = torch.arange(-orientations - 1, orientations + 2)
+        return unwrapped.remainder(2 * orientations).to(device)
 
 
 def _bin_distance(angle: Tensor, gx: Tensor, gy: Tensor, nearest: Tensor, table: Tensor) -> Tensor:
@@ -164,7 +192,7 @@ def _bin_distance(angle: Tensor, gx: Tensor, gy: Tensor, nearest: Tensor, table:
     if angle.dtype != torch.float32:
         return exact
     with torch.no_grad():
-        undirected = nearest.remainder(n).view(-1)
+        undirected = nearest.long().remainder_(n).view(-1)
         score = (gx.reshape(-1) * table[0, undirected] + gy.reshape(-1) * table[1, undirected]).abs_()
         norm = (gx * gx + gy * gy).reshape(-1).double().sqrt_().float().double()  # VLFeat's sqrtf
         ratio = (score.double() / norm.clamp_min_(1e-10)).clamp_max_(1.0)
@@ -176,7 +204,7 @@ def _bin_distance(angle: Tensor, gx: Tensor, gy: Tensor, nearest: Tensor, table:
 class Geometry(NamedTuple):
     """Where each interior pixel's vote goes, for one image size (see :func:`spatial_geometry`)."""
 
-    base: Tensor  #: ``(P,)`` int64 flat index of the pixel's up-left cell in the padded grid
+    base: Tensor  #: ``(P,)`` flat histogram index of the pixel's up-left cell in unwrapped bin 0's plane, as a float
     weights: Tensor  #: ``(4, P)`` bilinear weights: up-left, up-right, down-left, down-right
     offsets: tuple[int, int, int, int]  #: flat index offsets of those four cells from the up-left one
     rows: int  #: cell rows (VLFeat's hogHeight)
@@ -196,18 +224,19 @@ def _cell_weights(size: int, cell_size: int) -> tuple[list[int], list[float], li
     return first, near, far
 
 
-def spatial_geometry(height: int, width: int, cell_size: int, device: torch.device | str = "cpu",
-                     dtype: torch.dtype = torch.float32) -> Geometry:
+def spatial_geometry(height: int, width: int, cell_size: int, orientations: int,
+                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Geometry:
     """Bilinear spatial binning of the ``(H - 2) x (W - 2)`` interior pixels into a padded cell grid.
 
     The grid has an extra cell on every side: votes VLFeat drops (they fall outside the grid) land there and are
     cropped off, so no masks are needed. Votes are accumulated per orientation plane of ``(rows + 2) *
-    (columns + 2)`` cells.
+    (columns + 2)`` cells, one plane per unwrapped bin (:func:`orientation_slots`).
 
     Args:
         height: image height ``H``.
         width: image width ``W``.
         cell_size: cell side in pixels.
+        orientations: number of undirected orientations ``n``.
         device: where the tensors live.
         dtype: dtype of the weights.
 
@@ -218,17 +247,22 @@ def spatial_geometry(height: int, width: int, cell_size: int, device: torch.devi
     y_first, y_near, y_far = (torch.tensor(v, dtype=torch.float64) for v in _cell_weights(height, cell_size))
     x_first, x_near, x_far = (torch.tensor(v, dtype=torch.float64) for v in _cell_weights(width, cell_size))
     stride = columns + 2
-    base = ((y_first.long() + 1)[:, None] * stride + (x_first.long() + 1)[None, :]).flatten()
+    zero_plane = (orientations + 1) * (rows + 2) * stride  # unwrapped bins start at -n - 1
+    base = ((y_first + 1)[:, None] * stride + (x_first + 1)[None, :]).flatten() + zero_plane
     weights = torch.stack([y_near[:, None] * x_near, y_near[:, None] * x_far,
                            y_far[:, None] * x_near, y_far[:, None] * x_far]).flatten(1)
-    return Geometry(base.to(device), weights.to(device=device, dtype=dtype), (0, 1, stride, stride + 1),
-                    rows, columns)
+    # Indices are whole floats of the images' dtype, or float64 beyond float32's exact whole numbers.
+    index_dtype = torch.float64 if orientation_slots(orientations) * (rows + 2) * stride >= 1 << 24 else dtype
+    return Geometry(base.to(device=device, dtype=index_dtype), weights.to(device=device, dtype=dtype),
+                    (0, 1, stride, stride + 1), rows, columns)
 
 
 def _vote(histogram: Tensor, bins: Tensor, votes: Tensor, geometry: Geometry) -> None:
-    """Add ``votes`` ``(B, P)`` to orientation ``bins`` ``(B, P)`` of ``histogram`` ``(B, 2n * plane)`` (4 cells)."""
+    """Add ``votes`` ``(B, P)`` to unwrapped ``bins`` ``(B, P)`` (whole floats, overwritten) of ``histogram``
+    ``(B, slots * plane)``, each split over its 4 cells."""
     plane = (geometry.rows + 2) * (geometry.columns + 2)
-    target = torch.add(geometry.base, bins, alpha=plane)
+    # The index is computed in floating point and converted once: int64 arithmetic is far slower here.
+    target = bins.to(geometry.base.dtype).mul_(plane).add_(geometry.base).long()
     # One index serves all four cells: each corner writes into the histogram shifted by its offset.
     for weight, offset in zip(geometry.weights, geometry.offsets, strict=True):
         histogram[:, offset:].scatter_add_(1, target, votes * weight)
@@ -243,7 +277,7 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
         cell_size: cell side in pixels.
         orientations: number of undirected orientations ``n``.
         bilinear_orientations: split each vote between the two nearest orientations.
-        geometry: :func:`spatial_geometry` for this size, device and dtype (computed when ``None``).
+        geometry: :func:`spatial_geometry` for this size, ``n``, device and dtype (computed when ``None``).
 
     Returns:
         The features, channels in VLFeat's order (directed, undirected, texture).
@@ -255,16 +289,16 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
     n = orientations
     gray = gray.contiguous()  # e.g. channels-last images: the flat views below need a plain layout
     if geometry is None:
-        geometry = spatial_geometry(height, width, cell_size, gray.device, gray.dtype)
+        geometry = spatial_geometry(height, width, cell_size, n, gray.device, gray.dtype)
     table = direction_table(n, gray.device, gray.dtype)
 
     gx = gray[:, 1:-1, 2:] - gray[:, 1:-1, :-2]
     gy = gray[:, 2:, 1:-1] - gray[:, :-2, 1:-1]
-    magnitude, angle = _Polar.apply(gx, gy)
+    magnitude, angle = _polar(gx, gy)
     with torch.no_grad():
         nearest, second = _orientation_bins(angle, gx, gy, table, bilinear_orientations)
-    plane = (geometry.rows + 2) * (geometry.columns + 2)
-    histogram = gray.new_zeros(batch, 2 * n * plane)
+    slots = orientation_slots(n)
+    histogram = gray.new_zeros(batch, slots * (geometry.rows + 2) * (geometry.columns + 2))
     if bilinear_orientations:
         distance = _bin_distance(angle, gx, gy, nearest, table).view(batch, -1)
         votes = magnitude.view(batch, -1)
@@ -273,8 +307,10 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
             _vote(histogram, second.view(batch, -1), votes * distance, geometry)
     else:
         _vote(histogram, nearest.view(batch, -1), magnitude.view(batch, -1), geometry)
-    directed = histogram.view(batch, 2 * n, geometry.rows + 2, geometry.columns + 2)[:, :, 1:-1, 1:-1]
-    return _normalize(directed, n)
+    unwrapped = histogram.view(batch, slots, geometry.rows + 2, geometry.columns + 2)
+    directed = unwrapped.new_zeros(batch, 2 * n, geometry.rows + 2, geometry.columns + 2)
+    # Wrapped and then cropped: index_add_ on the contiguous histogram is twice as fast as on the cropped view.
+    return _normalize(directed.index_add_(1, _wrapping(n, gray.device), unwrapped)[:, :, 1:-1, 1:-1], n)
 
 
 def _normalize(directed: Tensor, n: int) -> Tensor:
@@ -382,7 +418,8 @@ class HOG(Representation):
             if len(self._geometry) >= 16:  # many sizes (e.g. multi-scale use): keep memory bounded
                 self._geometry.clear()
             with torch.inference_mode(False):  # cached: must stay usable by autograd later
-                self._geometry[key] = spatial_geometry(height, width, self.cell_size, like.device, like.dtype)
+                self._geometry[key] = spatial_geometry(height, width, self.cell_size, self.orientations,
+                                                       like.device, like.dtype)
         return self._geometry[key]
 
 

@@ -90,13 +90,15 @@ def test_fast_bins_agree_with_vlfeat_loop() -> None:
     for n in (1, 2, 3, 4, 9, 18):
         table = direction_table(n)
         expected, runner_up = hog_module._vlfeat_bins(gx, gy, table)
-        nearest, _ = hog_module._orientation_bins(torch.atan2(gy, gx), gx, gy, table, bilinear=False)
-        assert torch.equal(nearest, expected), n
+        unwrapped, _ = hog_module._orientation_bins(torch.atan2(gy, gx), gx, gy, table, bilinear=False)
+        assert torch.equal(unwrapped, unwrapped.round()) and bool((unwrapped.abs() <= n + 1).all())
+        assert torch.equal(unwrapped.long().remainder(2 * n), expected), n
         nearest, second = hog_module._orientation_bins(torch.atan2(gy, gx), gx, gy, table, bilinear=True)
         live = gx.abs() + gy.abs() > 0
         if n > 1:  # the second bin is always a neighbour of the first
             assert second is not None
-            step = (second - nearest).remainder(2 * n)
+            assert bool((second.abs() <= n + 1).all())
+            step = (second - nearest).long().remainder(2 * n)
             assert bool(((step == 1) | (step == 2 * n - 1) | (step == 0))[live].all())
 
 
