@@ -104,8 +104,12 @@ def _decoder(config: repinv.TrainConfig, spec: repinv.FeatureSpec) -> torch.nn.M
     return repinv.build_decoder(spec, size, config.decoder, output, **options)
 
 
-def step_share(recipe: str, source: str, repeat: int, steps: int) -> dict[str, Any]:
-    """Part 2 for one recipe: median time of a training step with and without computing the features."""
+def step_share(recipe: str, source: str, blocks: int) -> dict[str, Any]:
+    """Part 2 for one recipe: median time of a training step with and without computing the features.
+
+    Timed in blocks of one feature group (the steps whose features the training loop computes in one call),
+    alternating with and without, so that the machine's drifting load hits both alike.
+    """
     config = repinv.make_config(recipe, rep_options={"weights": "none"} if random_weights(recipe) else None)
     torch.manual_seed(0)
     representation = repinv.create_representation(config.rep, **config.rep_options).eval()
@@ -116,45 +120,43 @@ def step_share(recipe: str, source: str, repeat: int, steps: int) -> dict[str, A
     pool = torch.stack([dataset[i % len(dataset)] for i in range(config.batch_size * group)])
     decoder = _decoder(config, representation.spec((config.image_size, config.image_size)))
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, betas=config.betas, fused=True)
-    with torch.no_grad():
-        precomputed = representation(pool)
-    state = {"step": 0, "features": precomputed}
 
     def features() -> torch.Tensor:
         with torch.no_grad():
             return representation(pool)
 
-    def step(computed: bool) -> None:
-        part = state["step"] % group
-        if computed and part == 0:
-            state["features"] = features()
-        state["step"] += 1
-        batch = slice(part * config.batch_size, (part + 1) * config.batch_size)
-        images = pool[batch]
-        reconstructions = decoder((state["features"] if computed else precomputed)[batch])
-        target = images if tuple(reconstructions.shape[-2:]) == tuple(images.shape[-2:]) else \
-            F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
-        loss = F.mse_loss(reconstructions.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the loop reads the loss every step, which waits for the work on an accelerator
+    precomputed = features()
 
-    def per_call(function: Any) -> float:
+    def block(computed: bool) -> float:
+        """Seconds per step over one group of steps."""
         began = time.perf_counter()
-        for _ in range(steps):
-            function()
-        return (time.perf_counter() - began) / steps
+        given = features() if computed else precomputed
+        for part in range(group):
+            batch = slice(part * config.batch_size, (part + 1) * config.batch_size)
+            reconstructions = decoder(given[batch])
+            images = pool[batch]
+            target = images if tuple(reconstructions.shape[-2:]) == tuple(images.shape[-2:]) else \
+                F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
+            loss = F.mse_loss(reconstructions.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the loop reads the loss every step, which waits for the work on an accelerator
+        return (time.perf_counter() - began) / group
 
-    steps = -(-steps // group) * group  # whole groups, so every timing computes the same features
-    for _ in range(3 * group):  # warm-up: allocator, geometry caches, Adam's state
-        step(True)
-        step(False)
+    def features_alone() -> float:
+        began = time.perf_counter()
+        features()
+        return (time.perf_counter() - began) / group
+
+    for _ in range(3):  # warm-up: allocator, geometry caches, Adam's state
+        block(True)
+        block(False)
     times: dict[str, list[float]] = {"with_features": [], "precomputed": [], "features_only": []}
-    for _ in range(repeat):  # interleaved, so drifting machine load hits both alike
-        times["with_features"].append(per_call(lambda: step(True)))
-        times["precomputed"].append(per_call(lambda: step(False)))
-        times["features_only"].append(per_call(features) / group)
+    for _ in range(blocks):
+        times["with_features"].append(block(True))
+        times["precomputed"].append(block(False))
+        times["features_only"].append(features_alone())
     median = {key: statistics.median(values) for key, values in times.items()}
     return {"recipe": recipe, "rep": config.rep, "batch_size": config.batch_size,
             "feature_batch": config.batch_size * group,
@@ -179,14 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="training device (cpu, cuda, ...)")
     parser.add_argument("--share", nargs="*", default=DEFAULT_SHARE, metavar="RECIPE",
                         help=f"recipes for part 2 (default: {' '.join(DEFAULT_SHARE)}; none: skip it)")
-    parser.add_argument("--share-steps", type=int, default=20, help="steps per timing in part 2")
-    parser.add_argument("--share-repeat", type=int, default=5, help="timings per recipe in part 2 (median)")
+    parser.add_argument("--share-blocks", type=int, default=60,
+                        help="part 2: timed blocks of one feature group each, per mode and recipe (median)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the image subset, caches and runs go (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, default=None, help="output file (default bench/results/training.json)")
     args = parser.parse_args(argv)
-    if min(args.steps, args.rounds, args.images, args.threads, args.share_steps, args.share_repeat) < 1:
-        parser.error("steps, rounds, images, threads, share-steps and share-repeat must be at least 1")
+    if min(args.steps, args.rounds, args.images, args.threads, args.share_blocks) < 1:
+        parser.error("steps, rounds, images, threads and share-blocks must be at least 1")
     for name in args.configs + args.share:
         try:
             repinv.load_recipe(name.removesuffix("+cache"))
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         source, described = training_images(args.images, workdir)
         console.print(f"images: {described}; torch threads {args.threads}, device {args.device}")
         rows = throughput(args, source, workdir) if args.configs else []
-        shares = [step_share(recipe, source, args.share_repeat, args.share_steps) for recipe in args.share]
+        shares = [step_share(recipe, source, args.share_blocks) for recipe in args.share]
 
     if rows:
         print_table("repinv train: images/s after warm-up, peak resident memory",
@@ -222,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                     [[s["recipe"], s["batch_size"], s["feature_batch"], f"{s['with_features_ms']:.2f}",
                       f"{s['precomputed_ms']:.2f}",
                       f"{s['features_only_ms']:.2f}", f"{s['share']:+.1%}"] for s in shares],
-                    [(f"median of {args.share_repeat} timings of {args.share_steps} steps each, interleaved; "
-                      f"{args.threads} torch threads; decoder forward + backward + fused Adam")])
+                    [(f"per step, median of {args.share_blocks} blocks of one feature group each, alternating "
+                      f"with and without; {args.threads} torch threads; decoder forward + backward + fused Adam")])
         for s in shares:
             if s["rep"] == "hog":
                 met = "met" if s["share"] <= SHARE_TARGET else "MISSED"
