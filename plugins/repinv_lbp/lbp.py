@@ -210,7 +210,8 @@ def _vote_targets(gray: Tensor, geometry: Geometry, out: Tensor | None = None) -
 
 def _cell_histograms(targets: Tensor, geometry: Geometry) -> Tensor:
     """Bilinear votes into the padded cell grid, then VLFeat's normalization (square root of the L1-normalized
-    histogram); one pass for the whole batch, so the batch dimension spreads the votes over the CPU's threads.
+    histogram); one pass per corner for all images at once, so the batch dimension spreads the votes over the
+    CPU's threads.
 
     Shape:
         targets: ``(B, P)`` from :func:`_vote_targets`; returns ``(B, 58, rows, columns)`` float32.
@@ -276,11 +277,13 @@ class LBP(Representation):
         chunk = _CHUNK_PIXELS if images.device.type == "cpu" else _CHUNK_PIXELS_ACCELERATOR
         step = max(1, chunk // (height * width))
         with torch.no_grad():
-            # Patterns chunk by chunk (their temporaries stay in cache), votes for the whole batch at once.
-            targets = torch.empty(images.shape[0], geometry.base.numel(), dtype=torch.int64, device=images.device)
-            for part, out in zip(images.split(step), targets.split(step), strict=True):
-                _vote_targets(rgb_to_gray(part)[:, 0], geometry, out=out)
-            return _cell_histograms(targets, geometry).to(dtype)
+            # Chunk by chunk, so temporaries stay in cache; one index buffer serves every chunk (a fresh one each
+            # time cost page faults).
+            targets = torch.empty(min(step, images.shape[0]), geometry.base.numel(), dtype=torch.int64,
+                                  device=images.device)
+            chunks = [_cell_histograms(_vote_targets(rgb_to_gray(part)[:, 0], geometry, out=targets[:len(part)]),
+                                       geometry) for part in images.split(step)]
+            return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """``FeatureSpec((58, h, w))`` from VLFeat's grid rule, without computing anything."""
