@@ -116,7 +116,7 @@ def _vlfeat_bins(gx: Tensor, gy: Tensor, table: Tensor, second: bool = True) -> 
     return best + n * signs[0], runner_up + n * signs[1]
 
 
-def orientation_slots(orientations: int) -> int:
+def _orientation_slots(orientations: int) -> int:
     """Number of histogram planes votes go to before wrapping: unwrapped bins ``-n - 1 .. n + 1``."""
     return 2 * orientations + 3
 
@@ -230,7 +230,7 @@ def spatial_geometry(height: int, width: int, cell_size: int, orientations: int,
 
     The grid has an extra cell on every side: votes VLFeat drops (they fall outside the grid) land there and are
     cropped off, so no masks are needed. Votes are accumulated per orientation plane of ``(rows + 2) *
-    (columns + 2)`` cells, one plane per unwrapped bin (:func:`orientation_slots`).
+    (columns + 2)`` cells, one plane per unwrapped bin (:func:`_orientation_slots`).
 
     Args:
         height: image height ``H``.
@@ -252,7 +252,7 @@ def spatial_geometry(height: int, width: int, cell_size: int, orientations: int,
     weights = torch.stack([y_near[:, None] * x_near, y_near[:, None] * x_far,
                            y_far[:, None] * x_near, y_far[:, None] * x_far]).flatten(1)
     # Indices are whole floats of the images' dtype, or float64 beyond float32's exact whole numbers.
-    index_dtype = torch.float64 if orientation_slots(orientations) * (rows + 2) * stride >= 1 << 24 else dtype
+    index_dtype = torch.float64 if _orientation_slots(orientations) * (rows + 2) * stride >= 1 << 24 else dtype
     return Geometry(base.to(device=device, dtype=index_dtype), weights.to(device=device, dtype=dtype),
                     (0, 1, stride, stride + 1), rows, columns)
 
@@ -297,7 +297,7 @@ def hog_uoctti(gray: Tensor, cell_size: int = 8, orientations: int = 9, bilinear
     magnitude, angle = _polar(gx, gy)
     with torch.no_grad():
         nearest, second = _orientation_bins(angle, gx, gy, table, bilinear_orientations)
-    slots = orientation_slots(n)
+    slots = _orientation_slots(n)
     histogram = gray.new_zeros(batch, slots * (geometry.rows + 2) * (geometry.columns + 2))
     if bilinear_orientations:
         distance = _bin_distance(angle, gx, gy, nearest, table).view(batch, -1)
