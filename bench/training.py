@@ -36,6 +36,7 @@ from common import (display, mib, print_table, random_weights, repinv_command, r
                     training_images, write_results)
 
 import repinv
+from repinv.allocator import keep_freed_memory
 from repinv.data import ImageDataset
 from repinv.progress import console, progress_bar
 
@@ -111,6 +112,7 @@ def step_share(recipe: str, source: str, blocks: int) -> dict[str, Any]:
     alternating with and without, so that the machine's drifting load hits both alike.
     """
     config = repinv.make_config(recipe, rep_options={"weights": "none"} if random_weights(recipe) else None)
+    keep_freed_memory()  # as repinv.train does
     torch.manual_seed(0)
     representation = repinv.create_representation(config.rep, **config.rep_options).eval()
     representation.requires_grad_(False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -183,3 +184,19 @@ def _fast_checkpoint_recipe(tmp_path):
     path = tmp_path / "fast.toml"
     path.write_text("checkpoint_every = 5  # checkpoint often so the kill loses little\nlog_every = 1\n")
     return path
+
+
+def test_training_keeps_freed_memory_for_reuse(photo_folder, tmp_path, monkeypatch):
+    from repinv.allocator import keep_freed_memory
+
+    train_module = importlib.import_module("repinv.train")  # the module: `repinv.train` is also the function
+
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    train(_config(photo_folder, steps=1), tmp_path / "run", show_progress=False)
+    assert calls == [1]
+    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+        assert keep_freed_memory()  # glibc took both settings
+    else:
+        print(f"not glibc ({sys.platform}): keep_freed_memory() is a no-op here")
+        assert not keep_freed_memory()
