@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -195,7 +196,7 @@ def test_training_keeps_freed_memory_for_reuse(photo_folder, tmp_path, monkeypat
     monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)
     train(_config(photo_folder, steps=1), tmp_path / "run", show_progress=False)
     assert calls == [1]
-    if sys.platform.startswith("linux") and os.confstr("CS_GNU_LIBC_VERSION"):
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert keep_freed_memory()  # glibc took both settings
     else:
         print(f"not glibc ({sys.platform}): keep_freed_memory() is a no-op here")
