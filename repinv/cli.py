@@ -316,34 +316,17 @@ def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, .
         repinv invert --method optimize --rep hog --opt steps=200 photo.jpg --out recon/
         repinv invert --method linear --checkpoint runs/hog-linear photo.jpg --out recon/
     """
-    from .invert import invert_features, invert_images
+    from .invert import invert_features, invert_images, load_inverter
+    from .optimize import OptimizeSettings
 
     if bool(images) == bool(features):
         raise click.UsageError("give either IMAGES or --features FILE")
     if method != "optimize" and (rep or rep_opts or optimize_opts or image_size):
         raise click.UsageError("--rep, --rep-opt, --opt and --image-size go with --method optimize")
-    if method != "optimize" or not rep:
-        if not run:
-            raise click.UsageError(f"--method {method} needs --checkpoint RUN"
-                                   + (" (or --rep REP)" if method == "optimize" else ""))
-    if method == "decoder":
-        from .inverter import load
-
-        inverter = load(run, device)
-    elif method == "linear":
-        from .baselines import load_linear
-
-        inverter = load_linear(run, device)
-    else:
-        from .compare import run_identity
-        from .optimize import OptimizationInverter, OptimizeSettings
-        from .representation import create_representation
-
-        identity, size = run_identity(run) if not rep else (
-            {"name": rep, "options": parse_options(rep_opts, "--rep-opt")}, (image_size or 64,) * 2)
-        inverter = OptimizationInverter(create_representation(identity["name"], **identity["options"]), size,
-                                        OptimizeSettings.from_options(parse_options(optimize_opts, "--opt")), device,
-                                        show_progress=True)
+    inverter = load_inverter(method, run, rep=rep, rep_options=parse_options(rep_opts, "--rep-opt"),
+                             image_size=image_size,
+                             settings=OptimizeSettings.from_options(parse_options(optimize_opts, "--opt")),
+                             device=device, show_progress=True)
     written = invert_features(inverter, features, out) if features else invert_images(inverter, images, out)
     console.print(f"wrote {len(written)} reconstructions to {out}")
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import json
 import time
 from collections.abc import Sequence
@@ -27,22 +26,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
-from torchvision.utils import make_grid
 
-from .baselines import load_linear, mean_image_of
-from .checkpoint import atomic_write, read_metadata
+from .baselines import mean_image_of
+from .checkpoint import atomic_write
 from .data import ImageDataset
 from .errors import InvalidOption, RepinvError
-from .inverter import load, resolve_device
+from .grids import write_image_table
+from .inverter import resolve_device
+from .invert import load_inverter, run_identity
 from .metrics import ErrorScale, MethodScores
 from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
 from .progress import progress_bar
 from .representation import Representation, create_representation
 
-__all__ = ["compare", "write_method_grid", "run_identity", "METHOD_KINDS", "METRICS"]
+__all__ = ["compare", "run_identity", "METHOD_KINDS", "METRICS"]
 
 METHOD_KINDS = ("decoder", "optimize", "linear", "mean")
 #: Reported metrics, in table order: (key, label, format, lower is better).
@@ -72,14 +71,6 @@ def _parse(spec: str) -> tuple[str, str | None]:
     return kind, run or None
 
 
-def run_identity(run: str) -> tuple[dict[str, Any], tuple[int, int]]:
-    """The representation and image size a decoder or linear run directory records."""
-    folder = Path(run)
-    path = folder / "decoder.safetensors"
-    meta = read_metadata(path if path.is_file() else folder / "linear.safetensors")
-    return meta["representation"], (int(meta["image_size"][0]), int(meta["image_size"][1]))
-
-
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["name"] == b["name"] and json.dumps(a["options"], sort_keys=True) == json.dumps(b["options"],
                                                                                           sort_keys=True)
@@ -98,10 +89,8 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
     methods: list[_Method] = []
     for spec, (kind, run) in zip(specs, parsed):
         method = _Method(spec, kind, run)
-        if kind == "decoder":
-            method.inverter = load(run, device)
-        elif kind == "linear":
-            method.inverter = load_linear(run, device)
+        if kind in ("decoder", "linear"):
+            method.inverter = load_inverter(kind, run, device=device)
         elif kind == "mean":
             source = run or first_run
             if source is None:
@@ -166,33 +155,6 @@ def _warm_up(method: _Method, features: Tensor) -> None:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def write_method_grid(images: Tensor, columns: Sequence[tuple[str, Tensor]], path: str | Path) -> Path:
-    """A PNG with one row per test image: the image, then one column per method, each column labelled on top.
-
-    Shape:
-        images: ``(B, 3, H, W)``; each column's tensor ``(B, 3, H, W)`` (clamped to [0, 1]).
-    """
-    tiles = torch.stack([images.float().cpu()] + [c.detach().float().clamp(0, 1).cpu() for _, c in columns], dim=1)
-    n_columns = tiles.shape[1]
-    grid = make_grid(tiles.flatten(0, 1), nrow=n_columns, padding=2, pad_value=1.0)
-    body = Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
-    tile_width = images.shape[-1] + 2
-    header = 14
-    canvas = Image.new("RGB", (body.width, body.height + header), "white")
-    canvas.paste(body, (0, header))
-    draw = ImageDraw.Draw(canvas)
-    for column, label in enumerate(["image"] + [name for name, _ in columns]):
-        # a label wider than its column is cut to its start, so neighbours never overlap
-        text = label
-        while len(text) > 1 and draw.textlength(text) > tile_width - 2:
-            text = text[:-1]
-        draw.text((column * tile_width + 2, 2), text, fill="black")
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    atomic_write(Path(path), lambda p: p.write_bytes(buffer.getvalue()))
-    return Path(path)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -286,10 +248,10 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
     if out is not None:
         folder = Path(out)
         kinds = [m.kind for m in built]
-        # short headers fit a 64-pixel column: the kind, with the run's folder name where a kind repeats
+        # short headers: the kind, with the run's folder name where a kind repeats
         headers = [m.kind if kinds.count(m.kind) == 1 else f"{m.kind}:{Path(m.run or '').name}" for m in built]
-        grid = write_method_grid(shown[0], [(h, shown_columns[m.label]) for h, m in zip(headers, built)],
-                                 folder / "compare.png")
+        grid = write_image_table([shown[0], *(shown_columns[m.label] for m in built)], folder / "compare.png",
+                                 labels=["image", *headers])
         _write_csv(folder / "compare.csv", rows)
         result["files"] = {"json": "compare.json", "csv": "compare.csv", "grid": grid.name}
         atomic_write(folder / "compare.json",

@@ -11,7 +11,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .data import ImageDataset
-from .invert import write_comparison_grid
+from .grids import write_pairs_grid
 from .inverter import Inverter
 from .metrics import ErrorScale, MethodScores
 from .progress import progress_bar
@@ -62,7 +62,7 @@ def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int =
                 shown = (images[:GRID_IMAGES], reconstructions[:GRID_IMAGES])
             advance(images.shape[0])
     if shown:
-        write_comparison_grid(*shown, grid)
+        write_pairs_grid(*shown, grid)
     result: dict[str, Any] = {"images": len(dataset), "decoder": scale.summarize(decoder)}
     if inverter.mean_image is not None:
         result["mean_image"] = scale.summarize(mean)

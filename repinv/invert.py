@@ -1,32 +1,78 @@
-"""Writing reconstructions to disk: from image files, or from features computed elsewhere."""
+"""Inverting with any method: load a decoder, linear or optimization inverter by kind, and write its
+reconstructions of image files, or of features computed elsewhere, to disk."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
-from .checkpoint import atomic_write, load_tensors
+from .baselines import load_linear
+from .checkpoint import atomic_write, load_tensors, read_metadata
 from .data import load_images
-from .errors import CheckpointError
-from .inverter import Inverter
+from .errors import CheckpointError, InvalidOption
+from .inverter import Inversion, load
+from .optimize import OptimizationInverter, OptimizeSettings
+from .representation import create_representation
 
-__all__ = ["invert_images", "invert_features", "write_images", "write_comparison_grid"]
+__all__ = ["INVERTER_KINDS", "load_inverter", "run_identity", "invert_images", "invert_features", "write_images"]
+
+#: The kinds of inverter :func:`load_inverter` makes.
+INVERTER_KINDS = ("decoder", "linear", "optimize")
 
 
-def write_comparison_grid(images: Tensor, reconstructions: Tensor, path: str | Path, pairs_per_row: int = 4) -> Path:
-    """Write a PNG grid of (original | reconstruction) pairs.
+def run_identity(run: str | Path) -> tuple[dict[str, Any], tuple[int, int]]:
+    """The representation (``{"name", "options"}``) and image size a decoder or linear run directory records."""
+    folder = Path(run)
+    path = folder / "decoder.safetensors"
+    meta = read_metadata(path if path.is_file() else folder / "linear.safetensors")
+    return meta["representation"], (int(meta["image_size"][0]), int(meta["image_size"][1]))
 
-    Shape:
-        images, reconstructions: ``(B, 3, H, W)``; reconstructions are clamped to [0, 1].
+
+def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None = None,
+                  rep_options: dict[str, Any] | None = None, image_size: int | None = None,
+                  settings: OptimizeSettings | None = None, device: str | torch.device = "auto",
+                  show_progress: bool = False) -> Inversion:
+    """An inverter of one kind, behind the common face (``features``, ``decode``, ``reconstruct``).
+
+    Args:
+        kind: ``"decoder"`` (a trained run), ``"linear"`` (a ``fit-linear`` run) or ``"optimize"``
+            (Mahendran & Vedaldi's optimization).
+        run: the run directory; for ``optimize``, a run whose representation and image size to optimize for.
+        rep: for ``optimize`` without a run, the representation's name.
+        rep_options: its options.
+        image_size: for ``optimize`` with ``rep``, the image side (default 64).
+        settings: for ``optimize``, its settings (default: the paper's).
+        device: where it runs (``"auto"``: CUDA when available).
+        show_progress: for ``optimize``, show a progress bar per batch.
+
+    Returns:
+        The inverter.
+
+    Raises:
+        InvalidOption: an unknown kind, a missing run, or a representation given to a trained kind.
+        CheckpointError: an unreadable run directory.
+        NotDifferentiable: ``optimize`` for a representation without gradients.
     """
-    pairs = torch.stack([images.float().cpu(), reconstructions.detach().float().clamp(0, 1).cpu()], dim=1)
-    grid = make_grid(pairs.flatten(0, 1), nrow=2 * pairs_per_row, padding=2, pad_value=1.0)
-    atomic_write(Path(path), lambda p: save_image(grid, p, format="PNG"))
-    return Path(path)
+    if kind not in INVERTER_KINDS:
+        raise InvalidOption(f"unknown inverter kind {kind!r}; use one of: {', '.join(INVERTER_KINDS)}")
+    if kind != "optimize" and (rep or rep_options or image_size):
+        raise InvalidOption(f"method {kind} inverts a trained run: its representation and image size are the run's")
+    if kind == "decoder" and run:
+        return load(run, device)
+    if kind == "linear" and run:
+        return load_linear(run, device)
+    if kind == "optimize" and (rep or run):
+        identity, size = ({"name": rep, "options": dict(rep_options or {})}, (image_size or 64,) * 2) if rep \
+            else run_identity(run)
+        representation = create_representation(identity["name"], **identity["options"])
+        return OptimizationInverter(representation, size, settings, device, show_progress=show_progress)
+    raise InvalidOption(f"method {kind} needs a run directory (--checkpoint RUN)"
+                        + (" or a representation (--rep REP)" if kind == "optimize" else ""))
 
 
 def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:
@@ -50,7 +96,7 @@ def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[
     return written
 
 
-def invert_images(inverter: Inverter, paths: Sequence[str | Path], out: str | Path,
+def invert_images(inverter: Inversion, paths: Sequence[str | Path], out: str | Path,
                   batch_size: int = 64) -> list[Path]:
     """Reconstruct image files (resized and centre-cropped to the inverter's image size).
 
@@ -65,7 +111,7 @@ def invert_images(inverter: Inverter, paths: Sequence[str | Path], out: str | Pa
     return written
 
 
-def invert_features(inverter: Inverter, path: str | Path, out: str | Path, key: str = "features") -> list[Path]:
+def invert_features(inverter: Inversion, path: str | Path, out: str | Path, key: str = "features") -> list[Path]:
     """Decode features stored in a safetensors file under ``key`` (shape ``(B, *feature shape)``).
 
     Returns:

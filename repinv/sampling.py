@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Subset
 
 from .data import ImageDataset
 from .errors import InvalidOption
+from .grids import write_image_table
 from .inverter import Inverter
 from .progress import progress_bar
-from .studies import write_image_table
 
 __all__ = ["METHODS", "FeatureDistribution", "HistogramDistribution", "GaussianDistribution", "fit_distribution",
            "collect_features", "sample_images"]

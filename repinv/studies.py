@@ -21,79 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
-from torchvision.transforms.functional import to_pil_image
-from torchvision.utils import make_grid
 
 from .checkpoint import atomic_write, read_metadata, write_json
 from .data import ImageDataset, load_images
 from .errors import InvalidOption
+from .grids import write_image_table
 from .inverter import Inverter, load
 from .metrics import ErrorScale, MethodScores
 from .perturbations import apply_perturbation, parse_perturbation
 from .progress import progress_bar
 
-__all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "slug", "write_image_table",
+__all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "slug",
            "plot_per_layer", "interpolate", "write_interpolation_strip"]
 
 #: The key of the unperturbed reference row in every result.
 REFERENCE = "unperturbed"
 #: Images (rows) in a perturbation grid.
 GRID_IMAGES = 8
-_PADDING = 2
-#: Labelled columns are at least this wide, so a label fits above each.
-_LABEL_WIDTH = 80
-
-
-def write_image_table(columns: Sequence[Tensor], path: str | Path, labels: Sequence[str] | None = None) -> Path:
-    """Write a PNG table of images: ``columns[j][i]`` is row ``i``, column ``j``; optional column labels on top.
-
-    Without labels the PNG is ``R·(H+2)+2`` pixels high and ``C·(W+2)+2`` wide (2-pixel white padding). Labels add
-    a header band, and images narrower than 80 pixels are then enlarged by an integer factor (nearest neighbour,
-    so pixels stay visible as pixels) to make room for them.
-
-    Args:
-        columns: ``C`` tensors ``(R, 3, H, W)``, clamped to [0, 1].
-        path: the PNG file.
-        labels: one short label per column (wrapped after ``+``, ``:`` and ``-`` when too wide).
-
-    Returns:
-        ``path``.
-    """
-    stacked = torch.stack([c.detach().float().clamp(0, 1).cpu() for c in columns], dim=1)  # (R, C, 3, H, W)
-    factor = -(-_LABEL_WIDTH // stacked.shape[-1]) if labels else 1
-    images = stacked.flatten(0, 1).repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
-    picture = to_pil_image(make_grid(images, nrow=len(columns), padding=_PADDING, pad_value=1.0))
-    if labels:
-        picture = _with_header(picture, labels, images.shape[-1] + _PADDING)
-    atomic_write(Path(path), lambda p: picture.save(p, format="PNG"))
-    return Path(path)
-
-
-def _with_header(picture: Image.Image, labels: Sequence[str], pitch: int) -> Image.Image:
-    font = ImageFont.load_default(size=11)
-    measure = ImageDraw.Draw(picture)
-    wrapped = []
-    for label in labels:
-        lines: list[str] = []
-        for piece in re.split(r"(?<=[+:-])", label):
-            if lines and measure.textlength(lines[-1] + piece, font=font) <= pitch - 4:
-                lines[-1] += piece
-            else:
-                lines.append(piece)
-        wrapped.append(lines)
-    line_height = 13
-    band = line_height * max(len(lines) for lines in wrapped) + 4
-    out = Image.new("RGB", (picture.width, picture.height + band), "white")
-    out.paste(picture, (0, band))
-    draw = ImageDraw.Draw(out)
-    for j, lines in enumerate(wrapped):
-        for k, line in enumerate(lines):
-            x = _PADDING + j * pitch + (pitch - _PADDING - draw.textlength(line, font=font)) / 2
-            draw.text((max(x, j * pitch), 2 + k * line_height), line, fill="black", font=font)
-    return out
 
 
 @torch.no_grad()
@@ -310,7 +256,7 @@ def write_interpolation_strip(inverter: Inverter, image_a: Tensor | str | os.Pat
                               image_b: Tensor | str | os.PathLike[str], path: str | Path, steps: int = 8) -> Path:
     """Write one PNG row: image a, the ``steps`` reconstructions of :func:`interpolate`, image b.
 
-    The PNG is ``H + 4`` pixels high and ``(steps + 2)·(W + 2) + 2`` wide (see :func:`write_image_table`).
+    The PNG is ``H + 4`` pixels high and ``(steps + 2)·(W + 2) + 2`` wide (see :func:`repinv.grids.write_image_table`).
     """
     ends = [_image(inverter, image).to(inverter.device) for image in (image_a, image_b)]
     frames = interpolate(inverter, *ends, steps=steps)

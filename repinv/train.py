@@ -34,7 +34,7 @@ from .decoders import build_decoder
 from .errors import CheckpointError, InvalidOption, NotDifferentiable, RepinvError
 from .evaluate import evaluate
 from .features import FeatureCache, read_manifest
-from .invert import write_comparison_grid
+from .grids import write_pairs_grid
 from .inverter import Inverter, resolve_device
 from .layers import DeferredWeights
 from .progress import progress_bar
@@ -278,7 +278,7 @@ class _Trainer:
         self.decoder.eval()
         reconstructions = self._inverter().reconstruct(images).clamp(0, 1)
         self.decoder.train()
-        write_comparison_grid(images, reconstructions, self.run / "samples" / f"step-{self.step}.png")
+        write_pairs_grid(images, reconstructions, self.run / "samples" / f"step-{self.step}.png")
 
     def _validate(self) -> None:
         self.decoder.eval()

@@ -46,8 +46,9 @@ def test_compare_writes_json_csv_and_a_grid_with_a_column_per_method(runs, tmp_p
     assert [r["method"] for r in rows] == methods
     assert float(rows[0]["normalized_error"]) == pytest.approx(saved["methods"][0]["normalized_error"])
     with Image.open(out / "compare.png") as grid:
-        # 2 test images in rows; the image column plus one per method; 32-pixel tiles with 2-pixel padding
-        assert grid.width == 2 + (1 + len(methods)) * 34 and grid.height == 14 + 2 + 2 * 34
+        # 2 test images in rows; the image column plus one per method; 32-pixel tiles enlarged 3x for the labels,
+        # 2-pixel padding, one line of labels on top
+        assert grid.width == 2 + (1 + len(methods)) * 98 and grid.height == 13 + 4 + 2 + 2 * 98
     by_method = {row["method"]: row for row in saved["methods"]}
     # optimization minimizes the feature error directly; a 2-step decoder does not
     assert by_method["optimize"]["feature_error"] < by_method[methods[0]]["feature_error"]

@@ -1,0 +1,56 @@
+"""Loading an inverter by kind (decoder, linear, optimize) and writing reconstructions."""
+
+import pytest
+
+from repinv import InvalidOption, LinearInverter, OptimizationInverter, OptimizeSettings, fit_linear, make_config, train
+from repinv.inverter import Inverter
+from repinv.invert import INVERTER_KINDS, invert_images, load_inverter, run_identity
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, photo_folder):
+    """A 2-step HOG decoder run and a linear run, both at 16x16."""
+    root = tmp_path_factory.mktemp("inverter-runs")
+    config = make_config(rep="hog", data=[str(photo_folder)], image_size=16, width=0.05, steps=2, batch_size=4,
+                         workers=0, device="cpu")
+    train(config, root / "decoder", show_progress=False)
+    fit_linear("hog", str(photo_folder), root / "linear", image_size=16, ridge=0.01, device="cpu")
+    return root
+
+
+@pytest.mark.parametrize(("kind", "cls"), [("decoder", Inverter), ("linear", LinearInverter)])
+def test_trained_kinds_load_their_run(runs, kind, cls):
+    inverter = load_inverter(kind, runs / kind, device="cpu")
+    assert isinstance(inverter, cls) and inverter.image_size == (16, 16)
+    assert run_identity(runs / kind) == ({"name": "hog", "options": inverter.representation.config()}, (16, 16))
+
+
+def test_optimize_takes_the_runs_representation_or_a_named_one(runs):
+    settings = OptimizeSettings(steps=4)
+    from_run = load_inverter("optimize", runs / "linear", settings=settings, device="cpu")
+    assert isinstance(from_run, OptimizationInverter) and from_run.image_size == (16, 16)
+    assert from_run.representation.name == "hog" and from_run.settings.steps == 4
+    named = load_inverter("optimize", rep="hog", rep_options={"cell_size": 4}, image_size=24, device="cpu")
+    assert named.image_size == (24, 24) and named.representation.config()["cell_size"] == 4
+    assert named.settings == OptimizeSettings()
+
+
+def test_every_kind_reconstructs_image_files(runs, photo_folder, tmp_path):
+    paths = sorted(photo_folder.glob("*.png"))[:2]
+    for kind in INVERTER_KINDS:
+        inverter = load_inverter(kind, runs / ("decoder" if kind == "optimize" else kind),
+                                 settings=OptimizeSettings(steps=2), device="cpu")
+        written = invert_images(inverter, paths, tmp_path / kind)
+        assert [p.name for p in written] == ["photo-00.png", "photo-01.png"] and all(p.is_file() for p in written)
+
+
+@pytest.mark.parametrize(("kind", "run", "extra", "message"), [
+    ("lasso", None, {}, "unknown inverter kind 'lasso'; use one of: decoder, linear, optimize"),
+    ("decoder", None, {}, r"method decoder needs a run directory \(--checkpoint RUN\)$"),
+    ("optimize", None, {}, r"or a representation \(--rep REP\)"),
+    ("linear", "x", {"rep": "hog"}, "its representation and image size are the run's"),
+])
+def test_bad_requests_are_refused(kind, run, extra, message):
+    with pytest.raises(InvalidOption, match=message):
+        load_inverter(kind, run, **extra)
+
