@@ -117,7 +117,9 @@ def plugins() -> None:
 @click.option("--feature-batch", type=int,
               help="Compute on-the-fly features for this many images at a time, over several steps (default 64).")
 @click.option("--finetune-encoder", is_flag=True, default=None, help="Train the representation too (autoencoder).")
-@click.option("--time-budget", type=float, metavar="SECONDS", help="Stop cleanly after this long, with a checkpoint.")
+@click.option("--time-budget", type=float, metavar="SECONDS",
+              help="Stop cleanly, with a checkpoint, after this many seconds of training in all (a resumed run's "
+                   "sessions add up).")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, help="Seeds weights, data order and augmentation.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/REP-TIME).")

@@ -55,7 +55,8 @@ class TrainConfig:
     # for the next several steps' batches in one call, because per-call costs dominate small batches (1: per step)
     seed: int = 0  # seeds weights, data order and augmentation
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
-    time_budget: float | None = None  # stop cleanly after this many seconds of training, with a checkpoint
+    time_budget: float | None = None  # stop cleanly, with a checkpoint, after this many seconds of training in
+    # all (the sessions of a resumed run add up, as its steps do)
     log_every: int = 50  # steps between lines of metrics.jsonl
     sample_every: int = 500  # steps between reconstruction grids in samples/
     checkpoint_every: int = 500  # steps between checkpoints (also at most checkpoint_seconds apart)

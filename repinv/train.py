@@ -349,12 +349,25 @@ class _Trainer:
         self.mean_count += images.shape[0]
         return loss.item(), images.shape[0]
 
-    def _status(self, loss: float, rate: float, used: float) -> str:
+    def _status(self, loss: float, rate: float) -> str:
         """The progress bar's line, with an ETA bounded by the time budget."""
         remaining = (self.total - self.step) * self.config.batch_size / max(rate, 1e-9)
         if self.config.time_budget is not None:
-            remaining = min(remaining, self.config.time_budget - used)
+            remaining = min(remaining, self.config.time_budget - self.elapsed)
         return f"loss {loss:.4f} · {rate:,.0f} img/s · ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, remaining)))}"
+
+    def budget_spent(self) -> float:
+        """The share of the time budget used, across every session of the run (0 without a budget)."""
+        return self.elapsed / self.config.time_budget if self.config.time_budget else 0.0
+
+    def nothing_left(self) -> str | None:
+        """Why a restored run has no step left to take, or None."""
+        if self.step >= self.total:
+            return f"it has taken all its {self.total} steps: give more --steps (or --epochs)"
+        if self.budget_spent() >= 1:
+            return (f"it has trained for {self.elapsed:.0f} s, its whole time budget of {self.config.time_budget:g} s:"
+                    " give a larger --time-budget (the total, not the extra seconds)")
+        return None
 
     def run_loop(self) -> TrainResult:
         config, main = self.config, self.processes.main
@@ -367,7 +380,7 @@ class _Trainer:
         samples = self._sample_images() if main else None
         started = last_save = window_start = time.monotonic()
         session_start_elapsed, window_loss, window_steps, window_images = self.elapsed, 0.0, 0, 0
-        stopped_by, loss_value, spent = "steps", math.nan, 0.0
+        stopped_by, loss_value, spent = "steps", math.nan, self.budget_spent()
         self.decoder.train()
         try:
             with progress_bar(f"training {config.rep}", total=self.total, enabled=self.show_progress,
@@ -376,18 +389,18 @@ class _Trainer:
                 batches = self._batches()
                 while self.step < self.total:
                     # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
-                    # still anneals its rate before it stops.
+                    # still anneals its rate before it stops; both count every session of the run, so a resumed
+                    # run goes on with the rate where it left it.
                     loss, seen = self._step(next(batches), max(self.step / self.total, spent))
                     window_loss, window_steps, window_images = window_loss + loss, window_steps + 1, window_images + seen
                     now = time.monotonic()
                     self.elapsed = session_start_elapsed + now - started
                     # All processes must take the same decisions at the same step, whatever their own clocks say.
-                    spent, stop = distributed.agree(
-                        self.processes, [(now - started) / config.time_budget if config.time_budget else 0.0,
-                                         float(bool(stop_requested))], self.device)
+                    spent, stop = distributed.agree(self.processes, [self.budget_spent(), float(bool(stop_requested))],
+                                                    self.device)
                     rate = window_images * self.processes.world / max(now - window_start, 1e-9)
                     loss_value = window_loss / window_steps
-                    advance(1, status=self._status(loss_value, rate, now - started))
+                    advance(1, status=self._status(loss_value, rate))
                     if self.step % config.log_every == 0:
                         loss_value = distributed.average(self.processes, [loss_value], self.device)[0]
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
@@ -464,11 +477,17 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     Args:
         run: the run directory.
         show_progress: show a progress bar.
-        **changes: settings to change, only among :data:`RESUMABLE_SETTINGS` (e.g. more ``steps``, a new
-            ``time_budget``); a different value for any other setting is refused.
+        **changes: settings to change, only among :data:`RESUMABLE_SETTINGS` (e.g. more ``steps``, a larger
+            ``time_budget``); a different value for any other setting is refused. ``steps`` and ``time_budget``
+            are totals over every session of the run.
 
     Returns:
         As :func:`train`.
+
+    Raises:
+        InvalidOption: a setting that cannot change, or a run with no step left (all its steps taken, or its
+            whole time budget used) and no more given.
+        TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved first).
     """
     run = Path(run)
     saved = read_metadata(run / "state.safetensors")["training"]
@@ -486,6 +505,8 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     try:
         trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress)
         trainer.restore()
+        if (reason := trainer.nothing_left()) is not None:
+            raise InvalidOption(f"nothing to resume in {run}: {reason}")
         return trainer.run_loop()
     finally:
         distributed.leave()

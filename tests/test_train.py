@@ -103,6 +103,34 @@ def test_time_budget_anneals_the_rate_before_stopping(photo_folder, tmp_path):
     assert rates == sorted(rates, reverse=True)
 
 
+def test_time_budget_counts_every_session_of_a_resumed_run(photo_folder, tmp_path):
+    run = tmp_path / "run"
+    first = train(_config(photo_folder, steps=100_000, time_budget=1.0, schedule="cosine", sample_every=10**6),
+                  run, show_progress=False)
+    assert first.stopped_by == "time_budget"
+    elapsed = json.loads((run / "state.json").read_text())["elapsed"]
+    assert elapsed >= 1.0
+    # the same budget again: nothing left, and the run is untouched
+    with pytest.raises(InvalidOption, match=r"its whole time budget of 1 s: give a larger --time-budget"):
+        resume(run, show_progress=False)
+    assert json.loads((run / "state.json").read_text())["step"] == first.step
+    # a larger total budget goes on where the schedule left it, not from the initial rate
+    resumed = resume(run, time_budget=2 * elapsed, show_progress=False)
+    assert resumed.stopped_by == "time_budget" and resumed.step > first.step
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    after = [line for line in lines if line["step"] > first.step]
+    # cosine at half the budget is half the initial rate; a restarted schedule would begin at 1e-3
+    assert after[0]["lr"] <= 0.55e-3 and after[0]["elapsed"] >= elapsed
+    assert [line["lr"] for line in after] == sorted((line["lr"] for line in after), reverse=True)
+
+
+def test_resume_of_a_finished_run_says_what_to_give(photo_folder, tmp_path):
+    train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
+    with pytest.raises(InvalidOption, match="all its 2 steps: give more --steps"):
+        resume(tmp_path / "run", show_progress=False)
+    assert resume(tmp_path / "run", steps=3, show_progress=False).step == 3
+
+
 def test_resume_refuses_changing_what_defines_the_run(photo_folder, tmp_path):
     train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
     with pytest.raises(InvalidOption, match="cannot change rep when resuming"):
