@@ -1,6 +1,7 @@
 """Loading an inverter by kind (decoder, linear, optimize) and writing reconstructions."""
 
 import pytest
+import torch
 
 from repinv import InvalidOption, LinearInverter, OptimizationInverter, OptimizeSettings, fit_linear, make_config, train
 from repinv.inverter import Inverter
@@ -54,3 +55,18 @@ def test_bad_requests_are_refused(kind, run, extra, message):
     with pytest.raises(InvalidOption, match=message):
         load_inverter(kind, run, **extra)
 
+
+
+def test_loaded_decoder_is_channels_last_and_decodes_as_trained(runs):
+    from repinv.checkpoint import load_tensors
+    from repinv.decoders import decoder_from_config
+    from repinv.inverter import load
+
+    inverter = load(runs / "decoder", "cpu")
+    convolutions = [m.weight for m in inverter.decoder.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]
+    assert convolutions and all(w.is_contiguous(memory_format=torch.channels_last) for w in convolutions)
+    plain = decoder_from_config(inverter.metadata["decoder"]["config"])
+    plain.load_state_dict(load_tensors(runs / "decoder" / "decoder.safetensors"))
+    features = inverter.features(torch.rand(3, 3, 16, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(inverter.decode(features), plain.eval()(features), atol=1e-5, rtol=1e-5)
