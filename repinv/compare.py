@@ -9,9 +9,12 @@ Methods are named on the command line as ``KIND[:RUN]``:
 * ``mean`` / ``mean:RUN`` — the mean training image of RUN (default: the first decoder or linear run given).
 
 Every method must invert the same representation (name and options) at the same image size; the features of each
-test image are computed once and given to every method. Seconds per image are the time each method takes to turn
-those features into images (features excluded, after a warm-up on the first batch, CUDA synchronized), so the
-ratios between methods are fair. The metrics are :mod:`repinv.metrics`' with one shared :class:`ErrorScale`.
+test image are computed once and given to every method, except to a decoder whose run fine-tuned its encoder
+(``--finetune-encoder``, the paper's autoencoder): it gets its own encoder's features, as it was trained. Feature
+errors are all measured with the one representation the others share, so they stay on one scale. Seconds per
+image are the time each method takes to turn those features into images (features excluded, after a warm-up on the
+first batch, CUDA synchronized), so the ratios between methods are fair. The metrics are :mod:`repinv.metrics`'
+with one shared :class:`ErrorScale`.
 """
 
 from __future__ import annotations
@@ -27,12 +30,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
 
 from .baselines import mean_image_of
 from .checkpoint import atomic_write
-from .data import ImageDataset
-from .errors import InvalidOption, RepinvError
+from .data import test_loader
+from .errors import InvalidOption
 from .grids import write_image_table
 from .inverter import resolve_device
 from .invert import load_inverter, run_identity
@@ -60,6 +62,7 @@ class _Method:
     mean_image: Tensor | None = None
     representation: dict[str, Any] | None = None  # {"name", "options"}
     image_size: tuple[int, int] | None = None
+    encoder: Representation | None = None  # a run's fine-tuned encoder: its decoder's input features come from it
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
@@ -102,6 +105,8 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
             meta_rep = method.inverter.metadata["representation"]
             method.representation = {"name": meta_rep["name"], "options": method.inverter.representation.config()}
             method.image_size = method.inverter.image_size
+            if method.inverter.metadata.get("training", {}).get("finetune_encoder"):
+                method.encoder = method.inverter.representation.eval()
         elif kind == "optimize" and (run or first_run):
             method.representation, method.image_size = run_identity(run or first_run)
         methods.append(method)
@@ -120,8 +125,10 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
                                 f"({identity['name']} {identity['options']})")
         if image_size is not None and (image_size, image_size) != tuple(size):
             raise InvalidOption(f"--image-size {image_size} differs from {reference.label}'s {size[0]}x{size[1]}")
-    # A run's own representation module carries its weights (a fine-tuned encoder); a new one is built by name.
-    trained = next((m.inverter.representation for m in methods if m.inverter is not None), None)
+    # A frozen run's representation module carries its weights (e.g. a local file's, which may have moved since);
+    # without one, the representation is built by name.
+    trained = next((m.inverter.representation for m in methods if m.inverter is not None and m.encoder is None),
+                   None)
     features = (trained if trained is not None else
                 create_representation(identity["name"], **identity["options"])).to(device).eval()
     for method in methods:
@@ -202,12 +209,9 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
     settings = OptimizeSettings.from_options(dict(optimize_options or {}))
     built, representation, identity, size = _build_methods(methods, rep, dict(rep_options or {}), image_size, target,
                                                            settings)
-    dataset: ImageDataset | Subset = ImageDataset(data, size, train=False, seed=seed)
-    if limit is not None:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
-    if len(dataset) < 2:
-        raise RepinvError(f"compare needs at least 2 test images (the error scale uses pairs), got {len(dataset)}")
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=target.type == "cuda")
+    loader = test_loader(data, size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
+                         pin_memory=target.type == "cuda")
+    dataset = loader.dataset
     scale = ErrorScale(seed=seed)
     scores = {m.label: MethodScores() for m in built}
     seconds = {m.label: 0.0 for m in built}
@@ -218,14 +222,16 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
             images = images.to(target, non_blocking=True)
             with torch.no_grad():
                 features = representation(images)
+                own = {m.label: m.encoder(images) for m in built if m.encoder is not None}
             scale.add(images, features)
             for method in built:
                 advance(0, status=method.label)
+                given = own.get(method.label, features)
                 if index == 0:
-                    _warm_up(method, features)
+                    _warm_up(method, given)
                 _synchronize(target)
                 start = time.perf_counter()
-                reconstructions = _decode(method, features, images.shape[0])
+                reconstructions = _decode(method, given, images.shape[0])
                 _synchronize(target)
                 seconds[method.label] += time.perf_counter() - start
                 with torch.no_grad():

@@ -17,7 +17,7 @@ from typing import Any
 
 from .errors import InvalidOption
 
-__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config"]
+__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config", "epochs_over_steps"]
 
 
 SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see repinv.train.learning_rate_factor
@@ -42,7 +42,8 @@ class TrainConfig:
     output_size: int | None = None  # side of the decoder's output; None = image_size
     scale: tuple[float, float] = (1.0, 1.0)  # random up-scaling range before cropping (data augmentation)
     steps: int | None = None  # optimizer steps; None = from epochs, or 20,000 when both are None
-    epochs: float | None = None  # passes over the training data, used when steps is None
+    epochs: float | None = None  # passes over the training data, used when steps is None (giving epochs
+    # alone, as a flag or on resume, clears a recipe's steps)
     batch_size: int = 64  # images per optimizer step (global, over all processes)
     lr: float = 1e-3  # Adam's learning rate (the paper's)
     betas: tuple[float, float] = (0.9, 0.999)  # Adam's beta1, beta2 (the paper's)
@@ -81,6 +82,8 @@ class TrainConfig:
             (self.epochs is None or self.epochs > 0, "epochs must be positive"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.lr > 0, "lr must be positive"),
+            (all(0 <= beta < 1 for beta in self.betas), "betas must both be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be 0 or more"),
             (self.width is None or self.width > 0, "width must be positive"),
             (self.workers >= 0, "workers must be 0 or more"),
             (self.feature_batch >= 1, "feature_batch must be at least 1"),
@@ -89,6 +92,8 @@ class TrainConfig:
             (len(self.data) > 0 or self.features is not None, "at least one data source is needed"),
             (min(self.log_every, self.sample_every, self.checkpoint_every, self.val_every) >= 1,
              "log_every, sample_every, checkpoint_every and val_every must be at least 1"),
+            (self.checkpoint_seconds > 0, "checkpoint_seconds must be positive"),
+            (self.val_images >= 2, "val_images must be at least 2 (the normalized error compares pairs of images)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -200,4 +205,12 @@ def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     for name, value in _check_overrides(given, "settings").items():
         # Option dicts merge, so `--decoder-opt width=0.5` keeps the recipe's other decoder options.
         values[name] = {**values.get(name, {}), **value} if isinstance(value, dict) else value
-    return TrainConfig(**values).validate()
+    return TrainConfig(**epochs_over_steps(values, given)).validate()
+
+
+def epochs_over_steps(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``steps`` cleared when ``epochs`` is given without ``steps``: steps win over epochs, so a
+    recipe's (or a run's) step count would otherwise silently override the epochs asked for."""
+    if given.get("epochs") is not None and given.get("steps") is None:
+        return {**values, "steps": None}
+    return values

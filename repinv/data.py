@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .errors import DataError, InvalidOption
 
@@ -63,6 +63,7 @@ __all__ = [
     "BUILTIN_TEST",
     "load_image",
     "load_images",
+    "test_loader",
     "default_data_root",
 ]
 
@@ -453,6 +454,41 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple
         except _DECODE_ERRORS as error:
             raise DataError(f"cannot read image '{path}': {_reason(error)}") from None
     return torch.stack(batch)
+
+
+def test_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int, int], *, limit: int | None = None,
+                batch_size: int = 64, workers: int = 0, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    """Batches of test images in order: resized, centre-cropped, the first ``limit`` of them.
+
+    Every test-set score in repinv is a normalized error, whose normalizer compares pairs of images, so at least two
+    are needed.
+
+    Args:
+        data: sources (folders, tar globs, ``builtin:test``), or a dataset built before (a trainer that validates
+            often keeps one, instead of indexing the sources again each time).
+        image_size: crop size, ``S`` or ``(height, width)``.
+        limit: at most this many images (the first ones).
+        batch_size: images per batch.
+        workers: data-loader worker processes.
+        seed: the dataset's seed (no effect on test images; kept for their names in errors).
+        pin_memory: page-locked batches, for copies to a GPU.
+
+    Returns:
+        The loader; ``len(loader.dataset)`` is the number of test images.
+
+    Raises:
+        InvalidOption: ``limit`` below 2.
+        DataError: fewer than 2 readable images.
+    """
+    if limit is not None and limit < 2:
+        raise InvalidOption(f"limit must be at least 2 (the normalized error compares pairs of images), got {limit}")
+    dataset = data if isinstance(data, Dataset) else ImageDataset(data, image_size, train=False, seed=seed)
+    if limit is not None and limit < len(dataset):
+        dataset = Subset(dataset, range(limit))
+    if len(dataset) < 2:
+        raise DataError(f"at least 2 test images are needed (the normalized error compares pairs), got "
+                        f"{len(dataset)}")
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory)
 
 
 def default_data_root() -> Path:

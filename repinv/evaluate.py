@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
-from .data import ImageDataset
+from .data import test_loader
 from .grids import write_pairs_grid
 from .inverter import Inverter
 from .metrics import ErrorScale, MethodScores
@@ -22,14 +22,15 @@ GRID_IMAGES = 8
 
 
 @torch.no_grad()
-def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int = 64, limit: int | None = None,
+def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_size: int = 64, limit: int | None = None,
              workers: int = 0, show_progress: bool = False, seed: int = 0,
              grid: str | Path | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size).
 
     Args:
         inverter: the trained inverter (see :func:`repinv.load`).
-        data: test sources (folders, tar globs, ``builtin:test``).
+        data: test sources (folders, tar globs, ``builtin:test``), or a dataset of them (see
+            :func:`repinv.data.test_loader`).
         batch_size: images per batch.
         limit: evaluate at most this many images (the first ones, in the data set's order).
         workers: data-loader worker processes.
@@ -41,12 +42,14 @@ def evaluate(inverter: Inverter, data: str | Sequence[str], *, batch_size: int =
         ``{"images": n, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the metrics
         ``normalized_error``, ``psnr``, ``ssim`` and (decoder only) ``feature_error``; ``mean_image`` is omitted
         when the run has no mean image.
+
+    Raises:
+        InvalidOption: ``limit`` below 2.
+        DataError: fewer than 2 readable test images.
     """
-    dataset = ImageDataset(data, inverter.image_size, train=False, seed=seed)
-    if limit is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        pin_memory=inverter.device.type == "cuda")
+    loader = test_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
+                         pin_memory=inverter.device.type == "cuda")
+    dataset = loader.dataset
     scale, decoder, mean = ErrorScale(seed=seed), MethodScores(), MethodScores()
     shown: tuple[Tensor, Tensor] | tuple[()] = ()
     with progress_bar("evaluating", total=len(dataset), enabled=show_progress) as advance:

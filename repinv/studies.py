@@ -22,10 +22,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
 
 from .checkpoint import atomic_write, read_metadata, write_json
-from .data import ImageDataset, load_images
+from .data import load_images, test_loader
 from .errors import InvalidOption
 from .grids import write_image_table
 from .inverter import Inverter, load
@@ -76,11 +75,9 @@ def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbati
     probe = torch.rand(1, *inverter.spec.shape)
     for text in perturbations:  # fail on a bad name or argument now, not after a pass over the data
         apply_perturbation(text, probe, seed=seed)
-    dataset: Any = ImageDataset(data, inverter.image_size, train=False, seed=seed)
-    if limit is not None:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                        pin_memory=inverter.device.type == "cuda")
+    loader = test_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
+                         pin_memory=inverter.device.type == "cuda")
+    dataset = loader.dataset
     scale, mean = ErrorScale(seed=seed), MethodScores()
     scores = {name: MethodScores() for name in [REFERENCE, *perturbations]}
     change = dict.fromkeys(perturbations, 0.0)

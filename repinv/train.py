@@ -7,6 +7,7 @@ and augmentation are functions of (seed, sample position), and the position is `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -26,12 +27,12 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from . import __version__, distributed
 from .allocator import keep_freed_memory
-from .checkpoint import (load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
+from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          read_metadata, save_tensors, write_json)
-from .config import TrainConfig
+from .config import TrainConfig, epochs_over_steps
 from .data import ImageDataset
 from .decoders import build_decoder
-from .errors import CheckpointError, InvalidOption, NotDifferentiable, RepinvError
+from .errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
 from .evaluate import evaluate
 from .features import FeatureCache, read_manifest
 from .grids import write_pairs_grid
@@ -158,7 +159,7 @@ def _decoder_options(config: TrainConfig) -> dict[str, Any]:
 class _Trainer:
     """One training run; :func:`train` and :func:`resume` are its public face."""
 
-    def __init__(self, config: TrainConfig, run: Path, show_progress: bool) -> None:
+    def __init__(self, config: TrainConfig, run: Path, show_progress: bool, resuming: bool = False) -> None:
         self.config, self.run = config, run
         keep_freed_memory()  # same-sized tensors every step: reuse their pages instead of faulting new ones
         self.processes, self.device = distributed.join(resolve_device(config.device))
@@ -168,7 +169,9 @@ class _Trainer:
         self.output_size = (config.output_size or config.image_size,) * 2
         torch.manual_seed(config.seed)
         self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
-        if isinstance(self.representation, DeferredWeights):
+        # A resumed run whose encoder weights are in its directory needs neither the network nor the original file.
+        self.saved_encoder = resuming and (config.finetune_encoder or (run / "encoder.safetensors").is_file())
+        if isinstance(self.representation, DeferredWeights) and not self.saved_encoder:
             # Now rather than at the first step: a failed download must not leave a half-made run directory.
             self.representation.load_weights()
         if config.finetune_encoder and not self.representation.differentiable:
@@ -200,6 +203,12 @@ class _Trainer:
         self.mean_count = 0
         self.best_error = math.inf
         self.validation: dict[str, float] = {}
+        # Indexed once, here: a bad validation source fails before training, not at the first validation.
+        self.val_set = ImageDataset(config.val_data, config.image_size, train=False, seed=config.seed) \
+            if config.val_data else None
+        if self.val_set is not None and len(self.val_set) < 2:
+            raise DataError(f"validation needs at least 2 images (the normalized error compares pairs); "
+                            f"{config.val_data} has {len(self.val_set)}")
 
     # ---------------------------------------------------------------- checkpoints
     def _metadata(self) -> dict[str, Any]:
@@ -239,7 +248,7 @@ class _Trainer:
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {"step": self.step, "position": self.step * self.config.batch_size, "elapsed": self.elapsed,
-                 "mean_images": self.mean_count,
+                 "mean_images": self.mean_count, "validation": self.validation,
                  "best_error": None if math.isinf(self.best_error) else self.best_error,
                  "training": self.config.to_dict(), "optimizer": optimizer_json}
         save_tensors(self.run / "state.safetensors", tensors, state)
@@ -254,8 +263,13 @@ class _Trainer:
         if self.config.finetune_encoder:
             load_into(self.representation, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")},
                       f"encoder state in {self.run}")
+        elif self.saved_encoder:
+            load_into(self.representation, load_tensors(self.run / "encoder.safetensors", self.device),
+                      f"encoder in {self.run}")
         optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.validation = dict(state.get("validation") or {})
+        self._forget_metrics_after(self.step)
         self.best_error = math.inf if state["best_error"] is None else float(state["best_error"])
         self.mean_sum = tensors["mean_sum"]
         self.mean_count = int(state.get("mean_images", self.step * self.config.batch_size))
@@ -264,27 +278,50 @@ class _Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
 
     # ---------------------------------------------------------------- logging, samples, validation
+    def _forget_metrics_after(self, step: int) -> None:
+        """Drop the log lines of steps after the checkpoint (a killed run logged them, its resume does again) and a
+        line cut short by the kill."""
+        path = self.run / "metrics.jsonl"
+        if not self.processes.main or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write(path, lambda p: p.write_text("".join(kept)))
+
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[Inverter]:
+        """The inverter, with the decoder and the representation in evaluation mode (a fine-tuned encoder trains
+        in training mode: dropout and batch statistics must not touch samples or validation), restored after."""
+        modes = [(module, module.training) for module in (self.decoder, self.representation)]
+        for module, _ in modes:
+            module.eval()
+        try:
+            yield Inverter(self.representation, self.decoder, self.size, self._metadata(), self._mean_image())
+        finally:
+            for module, mode in modes:
+                module.train(mode)
+
     def _log(self, record: dict[str, Any]) -> None:
         if not self.processes.main:
             return
         with open(self.run / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def _inverter(self) -> Inverter:
-        return Inverter(self.representation, self.decoder, self.size, self._metadata(), self._mean_image())
-
     @torch.no_grad()
     def _write_samples(self, images: Tensor) -> None:
-        self.decoder.eval()
-        reconstructions = self._inverter().reconstruct(images).clamp(0, 1)
-        self.decoder.train()
+        with self._evaluating() as inverter:
+            reconstructions = inverter.reconstruct(images).clamp(0, 1)
         write_pairs_grid(images, reconstructions, self.run / "samples" / f"step-{self.step}.png")
 
     def _validate(self) -> None:
-        self.decoder.eval()
-        result = evaluate(self._inverter(), self.config.val_data, batch_size=self.config.batch_size,
-                          limit=self.config.val_images, seed=self.config.seed)
-        self.decoder.train()
+        with self._evaluating() as inverter:
+            result = evaluate(inverter, self.val_set, batch_size=self.config.batch_size,
+                              limit=self.config.val_images, seed=self.config.seed)
         self.validation = result["decoder"]
         self._log({"step": self.step, "val": self.validation})
         if self.validation["normalized_error"] < self.best_error:
@@ -501,9 +538,10 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
             raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
                                 f"not {value!r} (start a new run instead)")
         values[name] = value
+    values = epochs_over_steps(values, changes)
     values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
     try:
-        trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress)
+        trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress, resuming=True)
         trainer.restore()
         if (reason := trainer.nothing_left()) is not None:
             raise InvalidOption(f"nothing to resume in {run}: {reason}")

@@ -1,4 +1,5 @@
-"""Shared fixtures: small images on disk, real photos of any size, VLFeat (skipped where absent), the shared data."""
+"""Shared fixtures: small images on disk, real photos of any size, VLFeat (skipped where absent), the shared data,
+a trainable test representation."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from repinv import FeatureSpec, Representation, hookimpl
+from repinv.layers import DeferredWeights, read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,3 +133,48 @@ def declared_entry_point(name: str) -> object:
     found = [point for point in points if point.group == "repinv" and point.name == name]
     assert found, f"no entry point {name!r} in group repinv"
     return found[0].load()
+
+
+class _TinyEncoder(DeferredWeights, Representation):
+    """A trainable stand-in for a network layer: a seeded strided convolution, then dropout (which only evaluation
+    mode switches off); option ``weights``: a local weights file, loaded on first use like AlexNet's."""
+
+    name = "tiny-encoder"
+
+    def __init__(self, weights: str | None = None) -> None:
+        super().__init__()
+        self.weights = weights
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4, padding=1), torch.nn.ReLU(),
+                                             torch.nn.Dropout(0.5))
+        self.defer_weights(weights)
+
+    def fetch_weights(self, source: str) -> tuple[dict[str, torch.Tensor], str]:
+        return read_state_dict(source, "tiny-encoder weights file"), f"tiny-encoder weights file {source!r}"
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.load_weights()
+        return self.model(images)
+
+    def spec(self, image_size: tuple[int, int]) -> FeatureSpec:  # closed form, as network layers have: no weights
+        return FeatureSpec((8, (image_size[0] - 1) // 4 + 1, (image_size[1] - 1) // 4 + 1))
+
+    def config(self) -> dict[str, str]:
+        return {"weights": self.weights} if self.weights else {}
+
+
+class _TinyEncoderPlugin:
+    @hookimpl
+    def register_representations(self, register: Callable[..., None]) -> None:
+        register("tiny-encoder", lambda variant, **options: _TinyEncoder(**options), description="test encoder")
+
+
+@pytest.fixture
+def tiny_encoder() -> Iterator[str]:
+    """Registers ``tiny-encoder``, a trainable representation with dropout (unregistered after the test)."""
+    from repinv.plugins import register_plugin, unregister_plugin
+
+    name = register_plugin(_TinyEncoderPlugin(), name="tiny-encoder-plugin")
+    yield "tiny-encoder"
+    unregister_plugin(name)

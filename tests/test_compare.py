@@ -6,9 +6,11 @@ import csv
 import json
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import repinv
 from repinv.baselines import fit_linear
 from repinv.cli import cli
 from repinv.compare import compare
@@ -113,3 +115,20 @@ def test_hog_ranking_on_tiny_imagenet(tiny_imagenet, tmp_path):
     errors = [row["normalized_error"] for row in result["methods"]]
     print("decoder, linear, mean normalized error:", errors)
     assert errors[0] < errors[1] < errors[2], errors
+
+
+
+def test_a_fine_tuned_run_decodes_its_own_encoders_features(tiny_encoder, photo_folder, tmp_path):
+    settings = dict(rep=tiny_encoder, data=[str(photo_folder)], image_size=32, width=0.05, steps=3, batch_size=4,
+                    lr=0.05, workers=0, device="cpu")
+    repinv.train(repinv.make_config(**settings), tmp_path / "frozen", show_progress=False)
+    repinv.train(repinv.make_config(**settings, finetune_encoder=True), tmp_path / "tuned", show_progress=False)
+    tuned = repinv.load(tmp_path / "tuned", "cpu")
+    frozen = repinv.load(tmp_path / "frozen", "cpu")
+    assert not torch.equal(tuned.representation.model[0].weight, frozen.representation.model[0].weight)
+    result = compare(str(photo_folder), [f"decoder:{tmp_path / 'frozen'}", f"decoder:{tmp_path / 'tuned'}"],
+                     device="cpu")
+    # each decoder scores as it does alone, on the features it was trained on
+    for run, row in zip((frozen, tuned), result["methods"]):
+        alone = repinv.evaluate(run, str(photo_folder))["decoder"]
+        assert row["normalized_error"] == pytest.approx(alone["normalized_error"], rel=1e-5)

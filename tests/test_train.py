@@ -18,6 +18,7 @@ from repinv.checkpoint import load_tensors, read_metadata
 from repinv.config import make_config
 from repinv.errors import CheckpointError, InvalidOption
 from repinv.inverter import load
+from repinv.representation import create_representation
 from repinv.train import PositionSampler, learning_rate_factor, resume, train
 
 
@@ -131,6 +132,58 @@ def test_resume_of_a_finished_run_says_what_to_give(photo_folder, tmp_path):
     assert resume(tmp_path / "run", steps=3, show_progress=False).step == 3
 
 
+def test_samples_and_validation_see_a_fine_tuned_encoder_in_evaluation_mode(tiny_encoder, photo_folder, tmp_path,
+                                                                            monkeypatch):
+    training = importlib.import_module("repinv.train")  # the module; `repinv.train` is the function
+    seen = []
+    original = training.evaluate
+
+    def spy(inverter, *args, **kwargs):
+        seen.append((inverter.representation.training, inverter.decoder.training))
+        return original(inverter, *args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", spy)
+    config = _config(photo_folder, rep=tiny_encoder, finetune_encoder=True, val_data=[str(photo_folder)],
+                     val_every=2)
+    result = train(config, tmp_path / "run", show_progress=False)
+    assert seen == [(False, False), (False, False)]
+    # the steps between still trained the encoder in training mode: dropout made its features random
+    assert result.loss == result.loss and (tmp_path / "run" / "samples" / "step-4.png").is_file()
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["validation"] == result.validation  # kept for a resume
+
+
+def test_resume_drops_log_lines_after_the_checkpoint_and_a_cut_line(photo_folder, tmp_path):
+    run = tmp_path / "run"
+    train(_config(photo_folder, steps=4), run, show_progress=False)
+    with open(run / "metrics.jsonl", "a") as log:  # what a run killed after its checkpoint at step 4 leaves
+        log.write(json.dumps({"step": 5, "loss": 1.0}) + "\n" + '{"step": 6, "lo')
+    resume(run, steps=6, show_progress=False)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3, 4, 5, 6] and lines[4]["loss"] != 1.0
+
+
+def test_epochs_given_alone_override_a_recipes_steps(photo_folder, tmp_path):
+    config = make_config("hog-64", epochs=2.0)
+    assert config.steps is None and config.total_steps(1000) == 125  # 2 x 1000 images / batch 16
+    train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
+    assert resume(tmp_path / "run", epochs=2.0, show_progress=False).step == 6  # 2 x 12 photos / batch 4
+
+
+def test_resume_takes_encoder_weights_from_the_run_not_their_source(photo_folder, tmp_path, tiny_encoder):
+    """A run trained from a local weights file resumes after the file is gone: frozen from encoder.safetensors,
+    fine-tuned from its state."""
+    weights = tmp_path / "encoder.pth"
+    for finetune in (False, True):
+        torch.save(create_representation(tiny_encoder).model.state_dict(), weights)
+        run = tmp_path / f"run-{finetune}"
+        train(_config(photo_folder, rep=tiny_encoder, rep_options={"weights": str(weights)}, steps=2,
+                      finetune_encoder=finetune), run, show_progress=False)
+        weights.unlink()
+        assert resume(run, steps=3, show_progress=False).step == 3
+        assert load(run, "cpu").reconstruct(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
 def test_resume_refuses_changing_what_defines_the_run(photo_folder, tmp_path):
     train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
     with pytest.raises(InvalidOption, match="cannot change rep when resuming"):
@@ -190,6 +243,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(photo_folder, tmp_path):
     assert f"step {saved + 3}" in resumed.stdout
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == saved + 3
+    # steps the killed run logged after its checkpoint are logged once, by the resumed run
+    steps = [line["step"] for line in lines if "loss" in line]
+    assert steps == sorted(set(steps))
 
 
 def test_sigterm_saves_and_reports_how_to_resume(photo_folder, tmp_path):
