@@ -45,6 +45,16 @@ __all__ = [
 METADATA_KEY = "repinv"
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # reading the mask means setting it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+#: The mode a plain ``open()`` would give a new file: temporary files are private (0600) until renamed into place.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write a file through a temporary sibling, then rename it into place.
 
@@ -57,6 +67,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, _FILE_MODE)  # others may read a shared run directory, as with any file written there
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -6,7 +6,6 @@ images, plugin problems) are printed as one line each.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from pathlib import Path
@@ -135,6 +134,7 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         repinv train --rep alexnet:fc8 --rep-opt weights=none --data photos/
         repinv train --resume runs/hog-64 --steps 40000
     """
+    from .features import read_manifest
     from .train import resume as resume_run
     from .train import train as train_run
 
@@ -150,7 +150,8 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         result = resume_run(resume, show_progress=not quiet, **flags)
     else:
         config = make_config(recipe, **flags)
-        out = out or f"runs/{config.rep.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        rep = read_manifest(config.features)["representation"]["name"] if config.features else config.rep
+        out = out or f"runs/{rep.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         result = train_run(config, out, show_progress=not quiet)
     if not result.main:
         return  # under torchrun, rank 0 reports
@@ -202,6 +203,7 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
+    from .checkpoint import write_json
     from .evaluate import evaluate as score
     from .inverter import load
 
@@ -218,7 +220,7 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
     console.print(_rows_table(f"{run} on {', '.join(data)} ({result['images']} images)",
                               ["metric", "decoder", "mean image"], rows))
     path = Path(out) if out else Path(run) / "evaluation.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(path, result)
     console.print(f"wrote {path} and {grid_path}")
 
 

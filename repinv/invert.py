@@ -19,7 +19,8 @@ from .inverter import Inversion, load
 from .optimize import OptimizationInverter, OptimizeSettings
 from .representation import create_representation
 
-__all__ = ["INVERTER_KINDS", "load_inverter", "run_identity", "invert_images", "invert_features", "write_images"]
+__all__ = ["INVERTER_KINDS", "load_inverter", "run_identity", "invert_images", "invert_features", "write_images",
+           "unique_names"]
 
 #: The kinds of inverter :func:`load_inverter` makes.
 INVERTER_KINDS = ("decoder", "linear", "optimize")
@@ -75,6 +76,20 @@ def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None =
                         + (" or a representation (--rep REP)" if kind == "optimize" else ""))
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats made unique by a ``-N`` suffix (``x``, ``x-2``, ``x-3``, …), in order."""
+    used: set[str] = set()
+    unique = []
+    for name in names:
+        stem, n = name, 1
+        while stem in used:
+            n += 1
+            stem = f"{name}-{n}"
+        used.add(stem)
+        unique.append(stem)
+    return unique
+
+
 def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:
     """Write a batch as PNG files ``out/NAME.png`` (clamped to [0, 1]); names that repeat get a ``-N`` suffix.
 
@@ -83,14 +98,8 @@ def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[
     """
     out = Path(out)
     written: list[Path] = []
-    used: set[str] = set()
-    for image, name in zip(images.detach().float().clamp(0, 1).cpu(), names):
-        stem, n = name, 1
-        while stem in used:
-            n += 1
-            stem = f"{name}-{n}"
-        used.add(stem)
-        path = out / f"{stem}.png"
+    for image, name in zip(images.detach().float().clamp(0, 1).cpu(), unique_names(names)):
+        path = out / f"{name}.png"
         atomic_write(path, lambda p, image=image: save_image(image, p, format="PNG"))
         written.append(path)
     return written
@@ -104,10 +113,11 @@ def invert_images(inverter: Inversion, paths: Sequence[str | Path], out: str | P
         The PNG files written, one per input, named after the input's stem.
     """
     written: list[Path] = []
+    names = unique_names([Path(p).stem for p in paths])  # over all batches: a/x.jpg and b/x.jpg never collide
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start:start + batch_size])
         images = load_images(chunk, inverter.image_size)
-        written += write_images(inverter.reconstruct(images), [Path(p).stem for p in chunk], out)
+        written += write_images(inverter.reconstruct(images), names[start:start + batch_size], out)
     return written
 
 

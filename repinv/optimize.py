@@ -45,7 +45,7 @@ The result is not clamped to [0, 1] (it stays within the bounded range); the met
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -63,6 +63,22 @@ __all__ = ["OptimizeSettings", "OptimizationResult", "OptimizationInverter", "op
 MEAN_COLOUR = (0.485, 0.456, 0.406)
 #: RMS deviation of natural-image pixels from the mean colour, in [0, 1] units (see the module note).
 PIXEL_SIGMA = 0.27
+
+
+def _option_value(name: str, value: Any, kind: str) -> Any:
+    """``value`` as the field's type (``"int"``, ``"float"``, ``"bool"``, ``"float | None"``), or InvalidOption."""
+    if value is None and "None" in kind:
+        return None
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        if kind == "int" and float(value).is_integer():
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+    expected = {"int": "an integer", "bool": "true or false"}.get(kind, "a number")
+    raise InvalidOption(f"optimize option {name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -85,22 +101,16 @@ class OptimizeSettings:
     seed: int = 0  # seeds the initial noise and the jitter
 
     def __post_init__(self) -> None:
-        positive = {"steps": self.steps, "lr": self.lr, "phases": self.phases, "alpha": self.alpha,
-                     "beta": self.beta, "bound": self.bound}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidOption(f"optimize option {name} must be a positive number, got {value!r}")
-        for name in ("steps", "phases", "jitter", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) and not float(value).is_integer():
-                raise InvalidOption(f"optimize option {name} must be an integer, got {value!r}")
-        for name in ("lr_decay", "momentum", "alpha_weight", "tv_weight"):
-            if not 0 <= float(getattr(self, name)):
+        for item in fields(self):  # `--opt steps=200.0` is 200; `--opt momentum=abc` is one clear line
+            object.__setattr__(self, item.name, _option_value(item.name, getattr(self, item.name), str(item.type)))
+        for name in ("steps", "lr", "phases", "alpha", "beta", "bound"):
+            if not getattr(self, name) > 0:
+                raise InvalidOption(f"optimize option {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("lr_decay", "momentum", "alpha_weight", "tv_weight", "jitter", "seed"):
+            if not getattr(self, name) >= 0:
                 raise InvalidOption(f"optimize option {name} must be >= 0, got {getattr(self, name)!r}")
         if self.momentum >= 1:
             raise InvalidOption(f"optimize option momentum must be below 1, got {self.momentum!r}")
-        if not isinstance(self.clip, bool):
-            raise InvalidOption(f"optimize option clip must be true or false, got {self.clip!r}")
         if self.tv_bound is not None and not self.tv_bound > 0:
             raise InvalidOption(f"optimize option tv_bound must be positive, got {self.tv_bound!r}")
 

@@ -77,9 +77,7 @@ def training_curve_png(records: Sequence[dict[str, Any]]) -> bytes | None:
     Returns:
         PNG bytes, or None when there is nothing to plot.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # a Figure object, not pyplot: no global state, no display
 
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and "step" in r]
@@ -88,6 +86,7 @@ def training_curve_png(records: Sequence[dict[str, Any]]) -> bytes | None:
     if not train and not val:
         return None
     figure = Figure(figsize=(7, 3.2), dpi=100)
+    FigureCanvasAgg(figure)
     axis = figure.add_subplot()
     if train:
         axis.plot(*zip(*train), color="tab:blue", label="training loss (MSE)")
@@ -172,11 +171,24 @@ def _step_of(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+def _records(metrics: Path) -> list[dict[str, Any]]:
+    """The readable lines of a ``metrics.jsonl`` (a run killed while writing leaves its last line cut short)."""
+    records = []
+    for line in metrics.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def _run_section(run: Path) -> str:
     parts = [f"<h2>run {_e(run)}</h2>"]
     metrics = run / "metrics.jsonl"
     if metrics.is_file():
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        records = _records(metrics)
         curve = training_curve_png(records)
         last = next((r for r in reversed(records) if "loss" in r), None)
         if curve:

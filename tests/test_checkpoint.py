@@ -25,6 +25,12 @@ def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]
 
 
+def test_atomic_write_gives_the_mode_a_plain_write_would(tmp_path):
+    atomic_write(tmp_path / "atomic.txt", lambda p: p.write_text("x"))
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
+
+
 def test_metadata_round_trip_and_not_a_pickle(tmp_path):
     path = tmp_path / "t.safetensors"
     save_tensors(path, {"w": torch.ones(2)}, {"step": 3, "name": "hog"})

@@ -139,3 +139,13 @@ def test_cli_makes_a_cache_and_trains_from_it(photo_folder, tmp_path):
     assert clash.exit_code != 0 and "drop --rep" in clash.output
     missing = runner.invoke(cli, ["train", "--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")])
     assert missing.exit_code == 1 and "not a feature cache" in missing.output
+
+
+def test_cli_names_a_default_run_after_the_caches_representation(photo_folder, tmp_path, monkeypatch):
+    cache = cache_features("lbp", str(photo_folder), tmp_path / "cache", image_size=32, workers=0,
+                           show_progress=False)
+    monkeypatch.chdir(tmp_path)
+    trained = CliRunner().invoke(cli, ["train", "--features", str(cache.path), "--steps", "1", "--batch-size", "4",
+                                       "--width", "0.05", "--workers", "0", "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    assert [run.name.split("-")[0] for run in (tmp_path / "runs").iterdir()] == ["lbp"]

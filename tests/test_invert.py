@@ -70,3 +70,16 @@ def test_loaded_decoder_is_channels_last_and_decodes_as_trained(runs):
     features = inverter.features(torch.rand(3, 3, 16, 16))
     with torch.no_grad():
         torch.testing.assert_close(inverter.decode(features), plain.eval()(features), atol=1e-5, rtol=1e-5)
+
+
+def test_same_stems_in_different_batches_get_different_files(runs, photo_folder, tmp_path):
+    photo = sorted(photo_folder.glob("*.png"))[0]
+    copies = []
+    for folder in ("a", "b", "c"):
+        (tmp_path / folder).mkdir()
+        copies.append((tmp_path / folder / photo.name))
+        copies[-1].write_bytes(photo.read_bytes())
+    inverter = load_inverter("decoder", runs / "decoder", device="cpu")
+    written = invert_images(inverter, copies, tmp_path / "out", batch_size=2)
+    assert [p.name for p in written] == ["photo-00.png", "photo-00-2.png", "photo-00-3.png"]
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3

@@ -76,12 +76,22 @@ def test_total_variation_matches_its_formula():
 
 
 @pytest.mark.parametrize("options, fragment", [({"step": 3}, "unknown optimize option step"),
-                                               ({"lr": -1}, "lr must be a positive"),
+                                               ({"lr": -1}, "lr must be positive"),
                                                ({"momentum": 1.5}, "momentum must be below 1"),
+                                               ({"momentum": "abc"}, "momentum must be a number, got 'abc'"),
+                                               ({"tv_bound": "abc"}, "tv_bound must be a number"),
+                                               ({"steps": 2.5}, "steps must be an integer"),
+                                               ({"lr": float("nan")}, "lr must be a number"),
                                                ({"clip": "yes"}, "clip must be true or false")])
 def test_bad_settings_are_refused(options, fragment):
     with pytest.raises(InvalidOption, match=fragment):
         OptimizeSettings.from_options(options)
+
+
+def test_settings_take_their_fields_types():
+    settings = OptimizeSettings.from_options({"steps": 200.0, "lr": 1, "tv_bound": 2})
+    assert (settings.steps, settings.lr, settings.tv_bound) == (200, 1.0, 2.0)
+    assert type(settings.steps) is int and type(settings.lr) is float
 
 
 def test_non_differentiable_representations_are_refused():

@@ -127,3 +127,10 @@ def test_page_renders_in_a_headless_browser(run, results, tmp_path):
     with Image.open(shot) as picture:
         colours = picture.convert("RGB").getcolors(maxcolors=1 << 20)
         assert colours is None or len(colours) > 50, "the screenshot shows more than a blank page"
+
+
+def test_a_log_line_cut_short_by_a_kill_is_skipped(run, tmp_path):
+    with open(run / "metrics.jsonl", "a") as log:
+        log.write('{"step": 1050, "lo')
+    page = report([run], tmp_path / "out").read_text()
+    assert "last logged step 1000" in page
