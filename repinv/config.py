@@ -9,6 +9,7 @@ flags override the recipe, which overrides the defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -17,10 +18,10 @@ from typing import Any
 
 from .errors import InvalidOption
 
-__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config", "epochs_over_steps"]
+__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config", "epochs_over_steps", "learning_rate_factor"]
 
 
-SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see repinv.train.learning_rate_factor
+SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see learning_rate_factor
 
 
 @dataclass
@@ -214,3 +215,20 @@ def epochs_over_steps(values: dict[str, Any], given: dict[str, Any]) -> dict[str
     if given.get("epochs") is not None and given.get("steps") is None:
         return {**values, "steps": None}
     return values
+
+
+def learning_rate_factor(schedule: str, progress: float) -> float:
+    """The learning rate, relative to the initial one, at ``progress`` ∈ [0, 1] of training.
+
+    ``paper`` halves it at 50%, 75% and 90% (the paper: "gradually decreased towards the end"); ``paper-to-zero``
+    does the same, then takes the last 10% linearly to zero, so a short run ends without gradient noise in its
+    weights; ``cosine`` anneals it to zero; ``constant`` keeps it.
+    """
+    if schedule in ("paper", "paper-to-zero"):
+        factor = 0.5 ** sum(progress >= milestone for milestone in (0.5, 0.75, 0.9))
+        if schedule == "paper-to-zero" and progress > 0.9:
+            factor *= max(0.0, 1.0 - (progress - 0.9) / 0.1)
+        return factor
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0

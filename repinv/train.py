@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
 from . import __version__, distributed
 from .allocator import keep_freed_memory
 from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
                          read_metadata, save_tensors, write_json)
-from .config import TrainConfig, epochs_over_steps
+from .config import TrainConfig, epochs_over_steps, learning_rate_factor
 from .data import ImageDataset
 from .decoders import build_decoder
 from .errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
@@ -40,8 +40,9 @@ from .inverter import Inverter, resolve_device
 from .layers import DeferredWeights
 from .progress import progress_bar
 from .representation import Representation, create_representation
+from .stream import PositionSampler, TrainingSamples
 
-__all__ = ["train", "resume", "learning_rate_factor", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
+__all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
 #: Settings a resumed run may change; everything else must match the run being continued.
 RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
@@ -66,49 +67,6 @@ class TrainResult:
     main: bool = True  # whether this process wrote the run (under torchrun, only rank 0 does)
 
 
-class PositionSampler(Sampler[int]):
-    """An endless, resumable stream of sample positions, split over ranks.
-
-    Global position ``p`` maps to epoch ``p // n`` and to that epoch's seeded permutation; the sampler yields
-    *virtual indices* ``epoch × n + index`` so the dataset can seed augmentation per (epoch, index) in any worker.
-    Rank ``r`` of ``w`` takes positions ``start + r, start + r + w, …``, so ranks see disjoint samples.
-    """
-
-    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
-        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
-
-    def __iter__(self) -> Iterator[int]:
-        position, epoch, order = self.start + self.rank, -1, torch.empty(0, dtype=torch.long)
-        while True:
-            if position // self.size != epoch:
-                epoch = position // self.size
-                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-            yield epoch * self.size + int(order[position % self.size])
-            position += self.world
-
-
-class _TrainingSamples(Dataset):
-    """Maps virtual indices to augmented images (and, for per-image representations, their features), or to the
-    stored pairs of a feature cache."""
-
-    def __init__(self, images: ImageDataset | FeatureCache, representation: Representation | None) -> None:
-        self.images, self.representation = images, representation
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, virtual: int) -> Tensor | tuple[Tensor, Tensor]:
-        epoch, index = divmod(virtual, len(self.images))
-        if isinstance(self.images, FeatureCache):
-            return self.images[index]
-        self.images.set_epoch(epoch)
-        image = self.images[index]
-        if self.representation is None:
-            return image
-        with torch.no_grad():
-            return image, self.representation(image.unsqueeze(0))[0]
-
-
 class _Network(nn.Module):
     """Images (or their features) to reconstructions: the one module DistributedDataParallel wraps, so that a
     fine-tuned representation's gradients are averaged over the processes along with the decoder's."""
@@ -123,23 +81,6 @@ class _Network(nn.Module):
                 features = self.representation(images)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
             return self.decoder(features)
-
-
-def learning_rate_factor(schedule: str, progress: float) -> float:
-    """The learning rate, relative to the initial one, at ``progress`` ∈ [0, 1] of training.
-
-    ``paper`` halves it at 50%, 75% and 90% (the paper: "gradually decreased towards the end"); ``paper-to-zero``
-    does the same, then takes the last 10% linearly to zero, so a short run ends without gradient noise in its
-    weights; ``cosine`` anneals it to zero; ``constant`` keeps it.
-    """
-    if schedule in ("paper", "paper-to-zero"):
-        factor = 0.5 ** sum(progress >= milestone for milestone in (0.5, 0.75, 0.9))
-        if schedule == "paper-to-zero" and progress > 0.9:
-            factor *= max(0.0, 1.0 - (progress - 0.9) / 0.1)
-        return factor
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return 1.0
 
 
 def _encoder_needs_saving(config: TrainConfig, representation: Representation) -> bool:
@@ -341,7 +282,7 @@ class _Trainer:
         sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size,
                                   rank=self.processes.rank, world=self.processes.world)
         workers = self.config.workers
-        return DataLoader(_TrainingSamples(self.data, per_image), batch_size=self.local_batch,
+        return DataLoader(TrainingSamples(self.data, per_image), batch_size=self.local_batch,
                           sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 

@@ -15,7 +15,7 @@ import repinv
 from repinv.checkpoint import load_tensors
 from repinv.distributed import Processes
 from repinv.errors import InvalidOption
-from repinv.train import PositionSampler
+from repinv.stream import PositionSampler
 
 RECIPE = """
 rep = "hog"

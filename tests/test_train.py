@@ -15,11 +15,12 @@ import pytest
 import torch
 
 from repinv.checkpoint import load_tensors, read_metadata
-from repinv.config import make_config
 from repinv.errors import CheckpointError, InvalidOption
 from repinv.inverter import load
 from repinv.representation import create_representation
-from repinv.train import PositionSampler, learning_rate_factor, resume, train
+from repinv.config import learning_rate_factor, make_config
+from repinv.stream import PositionSampler
+from repinv.train import resume, train
 
 
 def _config(photo_folder, **overrides):

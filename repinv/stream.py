@@ -1,0 +1,62 @@
+"""The training data stream: which image each step sees, and how a virtual index becomes a training sample.
+
+Data order and augmentation are functions of (seed, sample position) only, so a resumed run, or a run split over
+several processes, sees exactly the samples an uninterrupted single-process run would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from .data import ImageDataset
+from .features import FeatureCache
+from .representation import Representation
+
+__all__ = ["PositionSampler", "TrainingSamples"]
+
+
+class PositionSampler(Sampler[int]):
+    """An endless, resumable stream of sample positions, split over ranks.
+
+    Global position ``p`` maps to epoch ``p // n`` and to that epoch's seeded permutation; the sampler yields
+    *virtual indices* ``epoch × n + index`` so the dataset can seed augmentation per (epoch, index) in any worker.
+    Rank ``r`` of ``w`` takes positions ``start + r, start + r + w, …``, so ranks see disjoint samples.
+    """
+
+    def __init__(self, size: int, seed: int, start: int = 0, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.start, self.rank, self.world = size, seed, start, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        position, epoch, order = self.start + self.rank, -1, torch.empty(0, dtype=torch.long)
+        while True:
+            if position // self.size != epoch:
+                epoch = position // self.size
+                order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+            yield epoch * self.size + int(order[position % self.size])
+            position += self.world
+
+
+class TrainingSamples(Dataset):
+    """Maps virtual indices to augmented images (and, for per-image representations, their features), or to the
+    stored pairs of a feature cache."""
+
+    def __init__(self, images: ImageDataset | FeatureCache, representation: Representation | None) -> None:
+        self.images, self.representation = images, representation
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, virtual: int) -> Tensor | tuple[Tensor, Tensor]:
+        epoch, index = divmod(virtual, len(self.images))
+        if isinstance(self.images, FeatureCache):
+            return self.images[index]
+        self.images.set_epoch(epoch)
+        image = self.images[index]
+        if self.representation is None:
+            return image
+        with torch.no_grad():
+            return image, self.representation(image.unsqueeze(0))[0]
