@@ -35,7 +35,7 @@ from .baselines import mean_image_of
 from .checkpoint import atomic_write
 from .data import test_loader
 from .errors import InvalidOption
-from .grids import write_image_table
+from .grids import GRID_ROWS, write_image_table
 from .inverter import resolve_device
 from .invert import load_inverter, run_identity
 from .metrics import ErrorScale, MethodScores
@@ -50,7 +50,6 @@ METHOD_KINDS = ("decoder", "optimize", "linear", "mean")
 METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
            ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
            ("seconds_per_image", "s / image ↓", "{:.3g}"))
-GRID_IMAGES = 8
 
 
 @dataclass
@@ -238,10 +237,10 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
                     recomputed = representation(reconstructions.clamp(0, 1))
                 scores[method.label].add(images, reconstructions, features, recomputed)
                 if index == 0:
-                    shown_columns[method.label] = reconstructions[:GRID_IMAGES].detach().cpu()
+                    shown_columns[method.label] = reconstructions[:GRID_ROWS].detach().cpu()
                 advance(images.shape[0])
             if index == 0:
-                shown.append(images[:GRID_IMAGES].cpu())
+                shown.append(images[:GRID_ROWS].cpu())
     rows = [{"method": m.label, "kind": m.kind, **scale.summarize(scores[m.label]),
              "seconds_per_image": seconds[m.label] / len(dataset)} for m in built]
     result: dict[str, Any] = {

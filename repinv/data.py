@@ -64,6 +64,7 @@ __all__ = [
     "load_image",
     "load_images",
     "test_loader",
+    "keyed_generator",
     "default_data_root",
 ]
 
@@ -273,6 +274,13 @@ def _crop(pixels: Tensor, crop: tuple[int, int], draws: Tensor | None) -> Tensor
     return (pixels.flip(-1) if draws is not None and float(draws[3]) < 0.5 else pixels).contiguous()
 
 
+def keyed_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU generator for one item, e.g. ``(seed, epoch, index)``: statistically independent of every other key's,
+    whatever order items are drawn in (by workers, batches or ranks)."""
+    entropy = np.random.SeedSequence([seed % 2**64, *keys]).generate_state(2)
+    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
 def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:
     pair = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
@@ -350,8 +358,7 @@ class ImageDataset(Dataset):
         draws, scale = None, 1.0
         if self.train:
             # All random numbers are drawn before decoding, so a replaced item cannot shift the stream.
-            entropy = np.random.SeedSequence([self.seed % 2**64, self.epoch, index]).generate_state(2)
-            draws = torch.rand(4, generator=torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1])))
+            draws = torch.rand(4, generator=keyed_generator(self.seed, self.epoch, index))
             scale = self.scale[0] + (self.scale[1] - self.scale[0]) * float(draws[0])
         for step in range(len(self)):
             item = (index + step) % len(self)

@@ -11,14 +11,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .data import test_loader
-from .grids import write_pairs_grid
+from .grids import GRID_ROWS, write_pairs_grid
 from .inverter import Inverter
 from .metrics import ErrorScale, MethodScores
 from .progress import progress_bar
 
 __all__ = ["evaluate"]
 
-GRID_IMAGES = 8
 
 
 @torch.no_grad()
@@ -62,7 +61,7 @@ def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_s
             if inverter.mean_image is not None:
                 mean.add(images, inverter.mean_image.expand_as(images))
             if grid is not None and not shown:
-                shown = (images[:GRID_IMAGES], reconstructions[:GRID_IMAGES])
+                shown = (images[:GRID_ROWS], reconstructions[:GRID_ROWS])
             advance(images.shape[0])
     if shown:
         write_pairs_grid(*shown, grid)

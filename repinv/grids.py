@@ -18,8 +18,10 @@ from torchvision.utils import make_grid
 
 from .checkpoint import atomic_write
 
-__all__ = ["write_pairs_grid", "write_image_table", "PADDING", "LABEL_WIDTH"]
+__all__ = ["write_pairs_grid", "write_image_table", "GRID_ROWS", "PADDING", "LABEL_WIDTH"]
 
+#: Test images (rows) shown in the grids of evaluate, compare and analyze.
+GRID_ROWS = 8
 #: White pixels between (and around) the images of a grid.
 PADDING = 2
 #: Labelled columns are at least this wide, so a short label fits above each.

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from .errors import InvalidOption, ShapeError
 
-__all__ = ["capture", "read_state_dict", "check_state_dict", "DeferredWeights", "describe_error"]
+__all__ = ["capture", "read_state_dict", "check_state_dict", "parse_weights", "WEIGHT_SUFFIXES", "DeferredWeights",
+           "describe_error"]
 
 
 class _Stop(Exception):
@@ -60,6 +61,38 @@ def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
     finally:
         handle.remove()
     raise ShapeError("the forward pass never reached the requested module (this model does not use it)")
+
+
+#: File suffixes the ``weights`` option of a network layer reads as a local weights file.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+
+
+def parse_weights(value: Any, family: str, named: str, key_format: str = "") -> str:
+    """A network layer's ``weights`` option: its named source, ``none``, or an absolute weights-file path.
+
+    Args:
+        value: the option as given (``None`` means ``none``).
+        family: the representation family, for the error (``"alexnet"``).
+        named: the family's named source (``"imagenet"``, ``"pretrained"``).
+        key_format: words on the file's key format, for the error (e.g. ``" in timm's key format"``).
+
+    Returns:
+        ``named``, ``"none"``, or the path made absolute, so the config rebuilds the representation from any
+        working directory (the file is read when the weights are needed).
+
+    Raises:
+        InvalidOption: anything else.
+    """
+    if value is None:
+        return "none"
+    if isinstance(value, (str, os.PathLike)):
+        text = os.fspath(value)
+        if text.lower() in (named, "none"):
+            return text.lower()
+        if Path(text).suffix.lower() in WEIGHT_SUFFIXES:
+            return str(Path(text).expanduser().absolute())
+    raise InvalidOption(f"{family} option weights must be {named}, none, or the path of a .safetensors or .pth "
+                        f"file{key_format}, got {value!r}")
 
 
 def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") -> dict[str, Tensor]:

@@ -25,10 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from .data import keyed_generator
 from .errors import InvalidOption, ShapeError
 from .plugins import get_registry
 
@@ -205,8 +205,7 @@ def perturbation_function(text: str) -> Callable[..., Tensor]:
 
 def sample_generator(seed: int, index: int) -> torch.Generator:
     """A CPU generator for data-set sample ``index``, independent of every other sample's."""
-    entropy = np.random.SeedSequence([seed % 2**64, index]).generate_state(2)
-    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+    return keyed_generator(seed, index)
 
 
 def apply_perturbation(text: str, features: Tensor, *, seed: int = 0, first_index: int = 0) -> Tensor:

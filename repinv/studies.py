@@ -26,7 +26,7 @@ from torch import Tensor
 from .checkpoint import atomic_write, read_metadata, write_json
 from .data import load_images, test_loader
 from .errors import InvalidOption
-from .grids import write_image_table
+from .grids import GRID_ROWS, write_image_table
 from .inverter import Inverter, load
 from .metrics import ErrorScale, MethodScores
 from .perturbations import apply_perturbation, parse_perturbation
@@ -37,8 +37,6 @@ __all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "s
 
 #: The key of the unperturbed reference row in every result.
 REFERENCE = "unperturbed"
-#: Images (rows) in a perturbation grid.
-GRID_IMAGES = 8
 
 
 @torch.no_grad()
@@ -101,7 +99,7 @@ def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbati
             if inverter.mean_image is not None:
                 mean.add(images, inverter.mean_image.expand_as(images))
             if grid is not None and not shown:
-                shown = [images[:GRID_IMAGES], *(r[:GRID_IMAGES] for r in reconstructions.values())]
+                shown = [images[:GRID_ROWS], *(r[:GRID_ROWS] for r in reconstructions.values())]
             first += images.shape[0]
             advance(images.shape[0])
     if shown:

@@ -35,8 +35,6 @@ created, so listing layers and their shapes (``repinv reps alexnet``) works offl
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,7 +43,7 @@ import torchvision
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import DeferredWeights, capture, describe_error, read_state_dict
+from repinv.layers import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
 from repinv.representation import FeatureSpec, Representation, check_images, with_defaults
 
 __all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
@@ -69,7 +67,6 @@ INPUT_SIZE = (224, 224)
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 #: File suffixes taken as a local weights file (anything else must be ``imagenet`` or ``none``).
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 @functools.cache
@@ -99,21 +96,6 @@ def _as_features(output: Any, what: str, batch: int) -> Tensor:
         described = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
         raise ShapeError(f"alexnet module {what} gives {described}, not a feature map (B, C, h, w) or vector (B, D)")
     return output
-
-
-def _parse_weights(value: Any) -> str:
-    """``imagenet``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
-    if value is None:
-        return "none"
-    if isinstance(value, (str, os.PathLike)):
-        text = os.fspath(value)
-        if text.lower() in ("imagenet", "none"):
-            return text.lower()
-        if Path(text).suffix.lower() in WEIGHT_SUFFIXES:
-            # Absolute, so the config rebuilds the representation from any working directory.
-            return str(Path(text).expanduser().absolute())
-    raise InvalidOption(f"alexnet option weights must be imagenet, none, or the path of a .safetensors or .pth "
-                        f"file, got {value!r}")
 
 
 def _imagenet_state_dict() -> dict[str, Tensor]:
@@ -162,7 +144,7 @@ class AlexNetLayer(DeferredWeights, Representation):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidOption(f"alexnet option seed must be an integer, got {seed!r}")
         self.name = f"alexnet:{layer}"
-        self.weights, self.seed = _parse_weights(weights), seed
+        self.weights, self.seed = parse_weights(weights, "alexnet", "imagenet"), seed
         if self.weights == "none":
             # torchvision's own initialization, seeded without touching the global random state.
             with torch.random.fork_rng(devices=[]):

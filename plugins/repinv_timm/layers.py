@@ -41,7 +41,6 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import timm
@@ -51,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import DeferredWeights, capture, describe_error, read_state_dict
+from repinv.layers import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
 from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
@@ -64,7 +63,6 @@ HEAD_LAYERS = ("pooled", "logits")
 #: The model whose layers the registry lists when asked without a model name.
 EXAMPLE_MODEL = "resnet18"
 #: File suffixes taken as a local weights file.
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 LAYOUTS = ("auto", "NCHW", "NHWC")
 
 
@@ -190,20 +188,6 @@ def timm_variants(prefix: str | None = None) -> list[str]:
     return [f"{model_name}:{layer}" for layer in featured_layers(model)]
 
 
-def _parse_weights(value: Any) -> str:
-    """``pretrained``, ``none`` or an absolute path to a weights file (validated in form; read when needed)."""
-    if value is None:
-        return "none"
-    if isinstance(value, (str, os.PathLike)):
-        text = os.fspath(value)
-        if text.lower() in ("pretrained", "none"):
-            return text.lower()
-        if Path(text).suffix.lower() in WEIGHT_SUFFIXES:
-            return str(Path(text).expanduser().absolute())  # rebuilds from any working directory
-    raise InvalidOption(f"timm option weights must be pretrained, none, or the path of a .safetensors or .pth file "
-                        f"in timm's key format, got {value!r}")
-
-
 def _pretrained_state_dict(model_name: str, pretrained_cfg: Mapping[str, Any]) -> dict[str, Tensor]:
     """timm's pretrained weights for ``model_name``, through ``timm.create_model(pretrained=True)`` and its cache."""
     alternatives = (f"use --rep-opt weights=none for random weights, or --rep-opt "
@@ -284,7 +268,7 @@ class TimmLayer(DeferredWeights, Representation):
         if layout not in LAYOUTS:
             raise InvalidOption(f"timm option layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.model_name, self.layer, self.seed, self.layout = model_name, layer, seed, layout
-        self.weights = _parse_weights(weights)
+        self.weights = parse_weights(weights, "timm", "pretrained", " in timm's key format")
         self.name = f"timm:{model_name}:{layer}"
         with torch.random.fork_rng(devices=[]):  # timm's initialization, seeded without touching the global state
             torch.manual_seed(seed)
