@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
+from .checkpoint import write_json
 from .data import ImageDataset
 from .errors import InvalidOption
 from .grids import write_image_table
@@ -229,7 +230,8 @@ def sample_images(inverter: Inverter, data: str | Sequence[str], method: str, n:
         limit: fit on at most this many images.
         batch_size, workers, show_progress: for computing the real features.
         seed: seeds the choice of images and the samples.
-        grid: when given, a PNG of the ``n`` decoded images, 8 per row.
+        grid: when given, a PNG of the ``n`` decoded images, 8 per row, and the summary beside it as JSON (same
+            name, ``.json``), which ``repinv report`` shows with the PNG.
 
     Returns:
         The decoded images ``(n, 3, H, W)`` in [0, 1], and a JSON-able summary ``{"method", "n", "alpha",
@@ -241,10 +243,14 @@ def sample_images(inverter: Inverter, data: str | Sequence[str], method: str, n:
                                               seed=seed, show_progress=show_progress), method)
     features = model.sample(n, generator=torch.Generator().manual_seed(seed), sparsity=sparsity, alpha=alpha)
     images = torch.cat([inverter.decode(chunk) for chunk in features.split(batch_size)]).clamp(0, 1).cpu()
+    summary = {"method": method, "n": n, "alpha": alpha, "images": model.images, "real_sparsity": model.sparsity,
+               "sample_sparsity": float((features == 0).float().mean())}
     if grid is not None:
         rows = [images[i:i + 8] for i in range(0, n, 8)]
         if len(rows) > 1 and rows[-1].shape[0] < 8:  # a short last row is padded with white
             rows[-1] = torch.cat([rows[-1], torch.ones(8 - rows[-1].shape[0], *images.shape[1:])])
         write_image_table(list(torch.stack(rows).transpose(0, 1)), grid)
-    return images, {"method": method, "n": n, "alpha": alpha, "images": model.images,
-                    "real_sparsity": model.sparsity, "sample_sparsity": float((features == 0).float().mean())}
+        write_json(Path(grid).with_suffix(".json"), {
+            **summary, "data": [data] if isinstance(data, str) else list(data), "seed": seed,
+            "representation": inverter.metadata.get("representation"), "grid": Path(grid).name})
+    return images, summary

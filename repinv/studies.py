@@ -249,10 +249,15 @@ def interpolate(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
 
 def write_interpolation_strip(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
                               image_b: Tensor | str | os.PathLike[str], path: str | Path, steps: int = 8) -> Path:
-    """Write one PNG row: image a, the ``steps`` reconstructions of :func:`interpolate`, image b.
+    """Write one PNG row: image a, the ``steps`` reconstructions of :func:`interpolate`, image b; and beside it a
+    JSON file (same name, ``.json``) saying what it shows, which ``repinv report`` shows with the PNG.
 
     The PNG is ``H + 4`` pixels high and ``(steps + 2)·(W + 2) + 2`` wide (see :func:`repinv.grids.write_image_table`).
     """
     ends = [_image(inverter, image).to(inverter.device) for image in (image_a, image_b)]
     frames = interpolate(inverter, *ends, steps=steps)
-    return write_image_table([ends[0], *frames.unsqueeze(1), ends[1]], path)
+    strip = write_image_table([ends[0], *frames.unsqueeze(1), ends[1]], path)
+    ends_named = [str(image) if not isinstance(image, Tensor) else "(tensor)" for image in (image_a, image_b)]
+    write_json(strip.with_suffix(".json"), {"interpolation": ends_named, "steps": steps, "strip": strip.name,
+                                            "representation": inverter.metadata.get("representation")})
+    return strip

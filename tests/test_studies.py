@@ -114,6 +114,12 @@ def test_interpolation_strip_and_sample_grid_have_the_right_size(runs, photo_fol
     # 10 samples, 8 per row
     assert _png_size(out / "samples-histogram-hog.png") == ("PNG", (8 * (32 + 2) + 2, 2 * (32 + 2) + 2))
     assert "sparsity" in result.output
+    # each PNG has a JSON beside it saying what it shows
+    strip = json.loads((out / "interpolation-hog.json").read_text())
+    assert strip["interpolation"] == [a, b] and strip["steps"] == 5 and strip["strip"] == "interpolation-hog.png"
+    samples = json.loads((out / "samples-histogram-hog.json").read_text())
+    assert samples["n"] == 10 and samples["alpha"] == 2 and samples["grid"] == "samples-histogram-hog.png"
+    assert samples["representation"]["name"] == "hog" and 0 <= samples["sample_sparsity"] <= 1
 
 
 def test_interpolation_endpoints_are_the_reconstructions(runs, photo_folder):
