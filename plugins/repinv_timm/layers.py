@@ -57,7 +57,7 @@ __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownMode
            "featured_layers", "to_features", "hub_reachable"]
 
 #: Options and their defaults; :meth:`TimmLayer.config` returns all of them.
-DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto"}
+DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto", "tag": None}
 #: Layer names for the head, besides module names.
 HEAD_LAYERS = ("pooled", "logits")
 #: The model whose layers the registry lists when asked without a model name.
@@ -244,6 +244,9 @@ class TimmLayer(DeferredWeights, Representation):
             ``.pth`` state dict in timm's key format. Loaded on first use.
         seed: seeds the random initialization; the same seed gives the same weights.
         layout: how a 4-D output is read: ``auto`` (from its shape), ``NCHW`` or ``NHWC``.
+        tag: the pretrained tag (``"a1_in1k"``), for a model name without one; ``None`` takes timm's default and
+            :meth:`config` records which that was, so a run rebuilds the same weights, input size and
+            normalization even if a later timm changes the default.
 
     Shape:
         - Input: ``(B, 3, H, W)`` RGB in [0, 1], any size; resized to the model's input size and normalized inside.
@@ -259,10 +262,15 @@ class TimmLayer(DeferredWeights, Representation):
     _specs: ClassVar[dict[tuple[str, str, str], tuple[int, ...]]] = {}  # per (model, layer, layout)
 
     def __init__(self, model_name: str, layer: str, weights: Any = "pretrained", seed: int = 0,
-                 layout: str = "auto") -> None:
+                 layout: str = "auto", tag: str | None = None) -> None:
         super().__init__()
         if not timm.is_model(model_name):
             raise UnknownModel(model_name, available=timm.list_models())
+        base, _, named_tag = model_name.partition(".")
+        tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{base}.*")]
+        if tag is not None and (tag not in tags or (named_tag and tag != named_tag)):
+            raise InvalidOption(f"timm option tag {tag!r} is not a pretrained tag of {model_name}; its tags: "
+                                f"{', '.join(tags) or 'none'}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidOption(f"timm option seed must be an integer, got {seed!r}")
         if layout not in LAYOUTS:
@@ -270,9 +278,11 @@ class TimmLayer(DeferredWeights, Representation):
         self.model_name, self.layer, self.seed, self.layout = model_name, layer, seed, layout
         self.weights = parse_weights(weights, "timm", "pretrained", " in timm's key format")
         self.name = f"timm:{model_name}:{layer}"
+        self.full_name = f"{model_name}.{tag}" if tag and not named_tag else model_name  # what timm builds
         with torch.random.fork_rng(devices=[]):  # timm's initialization, seeded without touching the global state
             torch.manual_seed(seed)
-            self.model = timm.create_model(model_name, pretrained=False)
+            self.model = timm.create_model(self.full_name, pretrained=False)
+        self.tag = named_tag or (getattr(self.model, "pretrained_cfg", None) or {}).get("tag") or None
         modules = dict(self.model.named_modules())
         if layer not in HEAD_LAYERS and (layer not in modules or not layer):
             featured = featured_layers(self.model)
@@ -298,8 +308,8 @@ class TimmLayer(DeferredWeights, Representation):
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
         """timm's own pretrained weights (``pretrained``) or a local weights file in timm's key format."""
         if source == "pretrained":
-            state = _pretrained_state_dict(self.model_name, getattr(self.model, "pretrained_cfg", {}) or {})
-            return state, f"timm's pretrained weights for {self.model_name}"
+            state = _pretrained_state_dict(self.full_name, getattr(self.model, "pretrained_cfg", {}) or {})
+            return state, f"timm's pretrained weights for {self.full_name}"
         return read_state_dict(source, "timm weights file"), f"timm weights file {source!r}"
 
     def _prepare(self, images: Tensor) -> Tensor:
@@ -347,14 +357,14 @@ class TimmLayer(DeferredWeights, Representation):
         """
         if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
             raise ShapeError(f"image_size must be (H, W) with positive sides, got {tuple(image_size)}")
-        key = (self.model_name, self.layer, self.layout)
+        key = (self.full_name, self.layer, self.layout)
         if key not in self._specs:
             self._specs[key] = self._dry_run()
         return FeatureSpec(self._specs[key])
 
     def _dry_run(self) -> tuple[int, ...]:
         channels = self.mean.shape[1]
-        skeleton = _meta_skeleton(self.model_name)
+        skeleton = _meta_skeleton(self.full_name)
         if skeleton is not None:
             try:
                 probe = torch.zeros(1, channels, *self.input_size, device="meta")
@@ -376,7 +386,7 @@ class TimmLayer(DeferredWeights, Representation):
 
     def config(self) -> dict[str, Any]:
         """All options, JSON-able: ``create_representation(self.name, **config)`` rebuilds this representation."""
-        return {"weights": self.weights, "seed": self.seed, "layout": self.layout}
+        return {"weights": self.weights, "seed": self.seed, "layout": self.layout, "tag": self.tag}
 
     def extra_repr(self) -> str:
         """Model, layer and options, for ``repr``."""
@@ -390,7 +400,7 @@ def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
     Args:
         variant: ``"resnet18:layer3"``; a model without a layer raises :class:`UnknownVariant` listing its layers.
         **options: ``weights`` (``pretrained``, ``none`` or a path; default ``pretrained``), ``seed`` (int, 0),
-            ``layout`` (``auto``, ``NCHW``, ``NHWC``).
+            ``layout`` (``auto``, ``NCHW``, ``NHWC``), ``tag`` (a pretrained tag; default timm's, recorded).
 
     Returns:
         The representation; no weights are loaded until it is used.

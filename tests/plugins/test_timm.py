@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import timm
 import torch
 from torch import nn
 
@@ -213,7 +214,8 @@ def test_variants() -> None:
     ({"weights": "imagenet"}, "weights must be pretrained, none, or the path of a .safetensors or .pth file"),
     ({"seed": 1.5}, "seed must be an integer"),
     ({"layout": "nhwc"}, "layout must be one of auto, NCHW, NHWC"),
-    ({"pretrained": True}, "unknown timm option pretrained; valid options: weights, seed, layout"),
+    ({"pretrained": True}, "unknown timm option pretrained; valid options: weights, seed, layout, tag"),
+    ({"tag": "no_such_tag"}, "tag 'no_such_tag' is not a pretrained tag of resnet18; its tags: a1_in1k, "),
 ])
 def test_invalid_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOption) as error:
@@ -230,10 +232,27 @@ def test_random_weights_are_seeded() -> None:
     again = create_representation("timm:convnext_atto:stages.0", **first.config())
     other = TimmLayer("convnext_atto", "stages.0", weights="none", seed=1)
     assert torch.equal(torch.get_rng_state(), state)
-    assert first.config() == {"weights": "none", "seed": 0, "layout": "auto"}
+    assert first.config() == {"weights": "none", "seed": 0, "layout": "auto", "tag": "d2_in1k"}
     images = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(first(images), again(images), atol=0, rtol=0)
     assert not torch.equal(first(images), other(images))
+
+
+def test_the_default_pretrained_tag_is_recorded_and_rebuilt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run must rebuild the weights, input size and normalization it trained with, even if a later timm changes
+    which tag a plain model name means."""
+    plain = TimmLayer("resnet18", "layer3", weights="none")
+    assert plain.config()["tag"] == "a1_in1k" and plain.full_name == "resnet18"
+    tagged = create_representation("timm:resnet18:layer3", **{**plain.config(), "tag": "tv_in1k"})
+    assert tagged.full_name == "resnet18.tv_in1k" and tagged.config()["tag"] == "tv_in1k"
+    assert tagged.name == "timm:resnet18:layer3"
+    built = []
+    real = timm.create_model
+    monkeypatch.setattr(timm, "create_model", lambda name, **kw: built.append(name) or real(name, **kw))
+    create_representation("timm:resnet18:layer3", **plain.config())
+    assert built == ["resnet18.a1_in1k"]  # pinned, not whatever "resnet18" means by then
+    with pytest.raises(InvalidOption, match="is not a pretrained tag of resnet18.a1_in1k"):
+        TimmLayer("resnet18.a1_in1k", "layer3", weights="none", tag="tv_in1k")
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
