@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .baselines import mean_image_of
 from .checkpoint import atomic_write
-from .data import test_loader
+from .data import evaluation_loader
 from .errors import InvalidOption
 from .grids import GRID_ROWS, write_image_table
 from .inverter import resolve_device
@@ -43,7 +43,7 @@ from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
 from .progress import progress_bar
 from .representation import Representation, create_representation
 
-__all__ = ["compare", "run_identity", "METHOD_KINDS", "METRICS"]
+__all__ = ["compare", "METHOD_KINDS", "METRICS"]
 
 METHOD_KINDS = ("decoder", "optimize", "linear", "mean")
 #: Reported metrics, in table order: (key, label, format, lower is better).
@@ -208,8 +208,8 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
     settings = OptimizeSettings.from_options(dict(optimize_options or {}))
     built, representation, identity, size = _build_methods(methods, rep, dict(rep_options or {}), image_size, target,
                                                            settings)
-    loader = test_loader(data, size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
-                         pin_memory=target.type == "cuda")
+    loader = evaluation_loader(data, size, limit=limit, batch_size=batch_size, workers=workers,
+                               pin_memory=target.type == "cuda")
     dataset = loader.dataset
     scale = ErrorScale(seed=seed)
     scores = {m.label: MethodScores() for m in built}

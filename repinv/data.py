@@ -63,7 +63,7 @@ __all__ = [
     "BUILTIN_TEST",
     "load_image",
     "load_images",
-    "test_loader",
+    "evaluation_loader",
     "keyed_generator",
     "default_data_root",
 ]
@@ -463,8 +463,9 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple
     return torch.stack(batch)
 
 
-def test_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int, int], *, limit: int | None = None,
-                batch_size: int = 64, workers: int = 0, seed: int = 0, pin_memory: bool = False) -> DataLoader:
+def evaluation_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int, int], *,
+                      limit: int | None = None, batch_size: int = 64, workers: int = 0,
+                      pin_memory: bool = False) -> DataLoader:
     """Batches of test images in order: resized, centre-cropped, the first ``limit`` of them.
 
     Every test-set score in repinv is a normalized error, whose normalizer compares pairs of images, so at least two
@@ -477,7 +478,6 @@ def test_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int
         limit: at most this many images (the first ones).
         batch_size: images per batch.
         workers: data-loader worker processes.
-        seed: the dataset's seed (no effect on test images; kept for their names in errors).
         pin_memory: page-locked batches, for copies to a GPU.
 
     Returns:
@@ -489,7 +489,7 @@ def test_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int
     """
     if limit is not None and limit < 2:
         raise InvalidOption(f"limit must be at least 2 (the normalized error compares pairs of images), got {limit}")
-    dataset = data if isinstance(data, Dataset) else ImageDataset(data, image_size, train=False, seed=seed)
+    dataset = data if isinstance(data, Dataset) else ImageDataset(data, image_size, train=False)
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
     if len(dataset) < 2:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import test_loader
+from .data import evaluation_loader
 from .grids import GRID_ROWS, write_pairs_grid
 from .inverter import Inverter
 from .metrics import ErrorScale, MethodScores
@@ -21,15 +21,15 @@ __all__ = ["evaluate"]
 
 
 @torch.no_grad()
-def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_size: int = 64, limit: int | None = None,
-             workers: int = 0, show_progress: bool = False, seed: int = 0,
+def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_size: int = 64,
+             limit: int | None = None, workers: int = 0, show_progress: bool = False, seed: int = 0,
              grid: str | Path | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size).
 
     Args:
         inverter: the trained inverter (see :func:`repinv.load`).
         data: test sources (folders, tar globs, ``builtin:test``), or a dataset of them (see
-            :func:`repinv.data.test_loader`).
+            :func:`repinv.data.evaluation_loader`).
         batch_size: images per batch.
         limit: evaluate at most this many images (the first ones, in the data set's order).
         workers: data-loader worker processes.
@@ -46,8 +46,8 @@ def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_s
         InvalidOption: ``limit`` below 2.
         DataError: fewer than 2 readable test images.
     """
-    loader = test_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
-                         pin_memory=inverter.device.type == "cuda")
+    loader = evaluation_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers,
+                               pin_memory=inverter.device.type == "cuda")
     dataset = loader.dataset
     scale, decoder, mean = ErrorScale(seed=seed), MethodScores(), MethodScores()
     shown: tuple[Tensor, Tensor] | tuple[()] = ()

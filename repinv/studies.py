@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .checkpoint import atomic_write, read_metadata, write_json
-from .data import load_images, test_loader
+from .data import evaluation_loader, load_images
 from .errors import InvalidOption
 from .grids import GRID_ROWS, write_image_table
 from .inverter import Inverter, load
@@ -73,8 +73,8 @@ def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbati
     probe = torch.rand(1, *inverter.spec.shape)
     for text in perturbations:  # fail on a bad name or argument now, not after a pass over the data
         apply_perturbation(text, probe, seed=seed)
-    loader = test_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers, seed=seed,
-                         pin_memory=inverter.device.type == "cuda")
+    loader = evaluation_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers,
+                               pin_memory=inverter.device.type == "cuda")
     dataset = loader.dataset
     scale, mean = ErrorScale(seed=seed), MethodScores()
     scores = {name: MethodScores() for name in [REFERENCE, *perturbations]}
