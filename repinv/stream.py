@@ -6,7 +6,7 @@ several processes, sees exactly the samples an uninterrupted single-process run 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -49,6 +49,20 @@ class TrainingSamples(Dataset):
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __getitems__(self, virtuals: Sequence[int]) -> list[Tensor | tuple[Tensor, Tensor]]:
+        """A batch of virtual indices; plain images are decoded together (see :meth:`ImageDataset.__getitems__`),
+        epoch by epoch, in the order given."""
+        if isinstance(self.images, FeatureCache) or self.representation is not None:
+            return [self[virtual] for virtual in virtuals]
+        places = [divmod(int(virtual), len(self.images)) for virtual in virtuals]
+        batch: list[Tensor | tuple[Tensor, Tensor]] = [torch.empty(0)] * len(places)
+        for epoch in dict.fromkeys(epoch for epoch, _ in places):  # one epoch, or two where a batch spans the end
+            positions = [k for k, (e, _) in enumerate(places) if e == epoch]
+            self.images.set_epoch(epoch)
+            for position, image in zip(positions, self.images.__getitems__([places[k][1] for k in positions])):
+                batch[position] = image
+        return batch
 
     def __getitem__(self, virtual: int) -> Tensor | tuple[Tensor, Tensor]:
         epoch, index = divmod(virtual, len(self.images))

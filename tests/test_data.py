@@ -197,6 +197,59 @@ def test_image_failing_at_decode_is_replaced_by_the_next_one(tmp_path):
         assert torch.equal(dataset[1], replaced)
 
 
+@pytest.fixture
+def mixed_jpegs(tmp_path):
+    """40 images (more than the decoded cache holds): small JPEGs needing no resize for 32x32 crops (32x32, 40x32),
+    ones needing a resize (24x24, 64x64), a PNG and a JPEG cut short."""
+    folder = tmp_path / "mixed"
+    sizes = [(32, 32), (40, 32), (24, 24), (64, 64)]
+    for i in range(38):
+        _save(folder / f"{i:02d}.jpg", _photo(*sizes[i % 4], seed=i), quality=90)
+    _save(folder / "38.png", _photo(32, 32, seed=38))
+    data = _encoded(_photo(32, 32, seed=39), "JPEG")
+    (folder / "39.jpg").write_bytes(data[:len(data) * 2 // 3])  # the header survives: indexed, fails later
+    return folder
+
+
+@pytest.mark.parametrize("train, scale", [(True, (1.0, 1.0)), (True, (1.0, 1.5)), (False, (1.0, 1.0))])
+def test_a_batch_decoded_together_equals_its_items(mixed_jpegs, train, scale):
+    dataset = ImageDataset(str(mixed_jpegs), 32, train=train, seed=3, scale=scale)
+    assert len(dataset) == 40
+    # both paths are taken: 32x32 and 40x32 JPEGs are cropped as 8-bit pixels (at scale 1), the rest item by item
+    fast = [i for i in range(40) if dataset._small_crop(i) is not None]
+    assert (fast == [i for i in range(38) if i % 4 < 2]) if scale == (1.0, 1.0) else len(fast) < 19
+    indices = [5, 0, 39, 17, 38, 2, 1, 5, 33]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        items = [dataset[i] for i in indices]
+    fresh = ImageDataset(str(mixed_jpegs), 32, train=train, seed=3, scale=scale)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        together = fresh.__getitems__(indices)
+    assert len(together) == len(items)
+    for a, b in zip(together, items):
+        assert torch.equal(a, b)
+    # the loader fetches whole batches this way; epochs change the augmentation alike
+    fresh.set_epoch(1), dataset.set_epoch(1)
+    batch = next(iter(DataLoader(fresh, batch_size=8, num_workers=0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        assert torch.equal(batch, torch.stack([dataset[i] for i in range(8)]))
+
+
+def test_training_batches_across_an_epoch_end_equal_item_by_item(mixed_jpegs):
+    from repinv.stream import PositionSampler, TrainingSamples
+
+    dataset = ImageDataset(str(mixed_jpegs), 32, train=True, seed=1)
+    samples = TrainingSamples(dataset, None)
+    virtuals = [next(iter(PositionSampler(40, seed=1, start=start))) for start in range(36, 44)]  # epochs 0 and 1
+    assert {v // 40 for v in virtuals} == {0, 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        for a, b in zip(samples.__getitems__(virtuals), [samples[v] for v in virtuals]):
+            assert torch.equal(a, b)
+
+
 def test_tar_shards_glob_and_mixed_sources(tmp_path, photo_folder):
     shards = tmp_path / "shards"
     shards.mkdir()
@@ -367,7 +420,7 @@ def test_real_train_shards():
 
 
 def test_small_jpegs_decode_like_pillow(tmp_path):
-    from repinv.data import _small_jpeg
+    from repinv.pixels import small_jpeg
 
     rng = np.random.default_rng(3)
     smooth = (np.cumsum(rng.integers(0, 9, (30, 40, 3)), axis=1) % 256).astype(np.uint8)
@@ -375,8 +428,8 @@ def test_small_jpegs_decode_like_pillow(tmp_path):
         buffer = io.BytesIO()
         Image.fromarray(array, mode).save(buffer, format="JPEG", quality=90)
         data = buffer.getvalue()
-        fast = _small_jpeg(data)
+        fast = small_jpeg(data)
         slow = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255
         assert fast is not None and fast.shape == (3, 30, 40)
         assert np.abs(fast.permute(1, 2, 0).numpy() - slow).max() <= 3 / 255
-    assert _small_jpeg(b"\x89PNG not a jpeg") is None
+    assert small_jpeg(b"\x89PNG not a jpeg") is None
