@@ -34,6 +34,7 @@ from .errors import CheckpointError
 __all__ = [
     "METADATA_KEY",
     "atomic_write",
+    "read_log",
     "save_tensors",
     "read_metadata",
     "load_tensors",
@@ -72,6 +73,20 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines log such as ``metrics.jsonl``, skipping any line that does not parse (a run
+    killed while writing leaves its last line cut short)."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 __all__ = ["rgb_pixels", "decode_covering", "small_jpeg_bgr", "small_jpeg", "covering_size", "resize_pixels",
-           "crop_box", "crop_pixels", "SMALL_JPEG_BYTES"]
+           "crop_box", "crop_pixels", "eight_bit_to_float", "SMALL_JPEG_BYTES"]
 
 #: JPEGs up to this size decode through OpenCV (see :func:`small_jpeg_bgr`).
 SMALL_JPEG_BYTES = 48 * 1024
@@ -64,9 +64,12 @@ def small_jpeg_bgr(data: bytes) -> np.ndarray | None:
 def small_jpeg(data: bytes) -> Tensor | None:
     """:func:`small_jpeg_bgr` as ``(3, H, W)`` float RGB in [0, 1]."""
     bgr = small_jpeg_bgr(data)
-    if bgr is None:
-        return None
-    return torch.from_numpy(np.ascontiguousarray(bgr.transpose(2, 0, 1)[::-1])).float().div_(255.0)
+    return None if bgr is None else eight_bit_to_float(bgr[None, ..., ::-1])[0]
+
+
+def eight_bit_to_float(pixels: np.ndarray) -> Tensor:
+    """8-bit ``(B, H, W, 3)`` pixels (any strides) as contiguous ``(B, 3, H, W)`` float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).float().div_(255.0)
 
 
 def covering_size(size: tuple[int, int], crop: tuple[int, int], scale: float) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, read_log
 from .errors import DataError
 
 __all__ = ["report", "training_curve_png"]
@@ -171,24 +171,11 @@ def _step_of(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
-def _records(metrics: Path) -> list[dict[str, Any]]:
-    """The readable lines of a ``metrics.jsonl`` (a run killed while writing leaves its last line cut short)."""
-    records = []
-    for line in metrics.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _run_section(run: Path) -> str:
     parts = [f"<h2>run {_e(run)}</h2>"]
     metrics = run / "metrics.jsonl"
     if metrics.is_file():
-        records = _records(metrics)
+        records = read_log(metrics)
         curve = training_curve_png(records)
         last = next((r for r in reversed(records) if "loss" in r), None)
         if curve:

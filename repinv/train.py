@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from . import __version__, distributed
 from .allocator import keep_freed_memory
 from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
-                         read_metadata, save_tensors, write_json)
+                         read_log, read_metadata, save_tensors, write_json)
 from .config import TrainConfig, epochs_over_steps, learning_rate_factor
 from .data import ImageDataset
 from .decoders import build_decoder
@@ -225,14 +225,8 @@ class _Trainer:
         path = self.run / "metrics.jsonl"
         if not self.processes.main or not path.is_file():
             return
-        kept = []
-        for line in path.read_text().splitlines():
-            try:
-                if json.loads(line)["step"] <= step:
-                    kept.append(line + "\n")
-            except (ValueError, KeyError, TypeError):
-                continue
-        atomic_write(path, lambda p: p.write_text("".join(kept)))
+        kept = [record for record in read_log(path) if isinstance(record.get("step"), int) and record["step"] <= step]
+        atomic_write(path, lambda p: p.write_text("".join(json.dumps(record) + "\n" for record in kept)))
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[Inverter]:

@@ -267,10 +267,11 @@ class TimmLayer(DeferredWeights, Representation):
         if not timm.is_model(model_name):
             raise UnknownModel(model_name, available=timm.list_models())
         base, _, named_tag = model_name.partition(".")
-        tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{base}.*")]
-        if tag is not None and (tag not in tags or (named_tag and tag != named_tag)):
-            raise InvalidOption(f"timm option tag {tag!r} is not a pretrained tag of {model_name}; its tags: "
-                                f"{', '.join(tags) or 'none'}")
+        if tag is not None:
+            tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{base}.*")]
+            if tag not in tags or (named_tag and tag != named_tag):
+                raise InvalidOption(f"timm option tag {tag!r} is not a pretrained tag of {model_name}; its tags: "
+                                    f"{', '.join(tags) or 'none'}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidOption(f"timm option seed must be an integer, got {seed!r}")
         if layout not in LAYOUTS:
