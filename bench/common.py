@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from rich.table import Table
 
-from repinv.checkpoint import write_json
-from repinv.config import load_recipe
-from repinv.data import default_data_root
+from repinv.data.sources import default_data_root
+from repinv.files import write_json
 from repinv.progress import console
+from repinv.training.config import load_recipe
 
 __all__ = ["LOG_EVERY", "REPO", "RESULTS", "ChildRun", "display", "machine_info", "mib", "print_table",
            "random_weights", "repinv_command", "run_child", "shards", "start", "subset_tar", "train_throughput",

@@ -52,8 +52,8 @@ import vlfeat  # noqa: E402  (tests/vlfeat.py)
 from common import print_table, shards, start, write_results  # noqa: E402
 
 import repinv  # noqa: E402
-from repinv.data import ImageDataset  # noqa: E402
-from repinv.progress import console, progress_bar  # noqa: E402
+from repinv.data.sources import ImageDataset
+from repinv.progress import console, progress_bar
 
 #: What each library's timing includes, shown in the table and stored in the JSON.
 TIMED = {

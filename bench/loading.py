@@ -22,8 +22,8 @@ import torch
 from common import print_table, shards, start, write_results
 from torch.utils.data import DataLoader
 
-from repinv.data import ImageDataset
-from repinv.stream import PositionSampler, TrainingSamples
+from repinv.data.sources import ImageDataset
+from repinv.data.stream import PositionSampler, TrainingSamples
 
 
 class ItemByItem(TrainingSamples):

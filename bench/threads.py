@@ -27,7 +27,6 @@ from common import print_table, start, train_throughput, training_images, write_
 
 from repinv.progress import console, progress_bar
 
-
 #: (torch threads, loader workers, OMP_WAIT_POLICY or None).
 Setting = tuple[int, int, str | None]
 

@@ -31,14 +31,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from common import (display, mib, print_table, random_weights, repinv_command, run_child, start, train_throughput,
-                    training_images, write_results)
+from common import (
+    display,
+    mib,
+    print_table,
+    random_weights,
+    repinv_command,
+    run_child,
+    start,
+    train_throughput,
+    training_images,
+    write_results,
+)
 
 import repinv
-from repinv.allocator import keep_freed_memory
-from repinv.data import ImageDataset
+from repinv.data.sources import ImageDataset
 from repinv.progress import console, progress_bar
+from repinv.training.allocator import keep_freed_memory
 
 DEFAULT_CONFIGS = ["hog-64", "hog-64+cache", "alexnet-conv2-64", "alexnet-fc8-64", "alexnet-fc8-64+cache"]
 DEFAULT_SHARE = ["hog-64", "lbp-64", "alexnet-conv2-64", "alexnet-fc8-64"]

@@ -9,29 +9,40 @@ The flat public API: create a representation by name, train a decoder for it, lo
     >>> reconstructions = inverter.reconstruct(images)
 """
 
-__version__ = "0.1.0"  # first: modules imported below record it in checkpoints
-
-from .baselines import LinearInverter, fit_linear, load_linear
-from .compare import compare
-from .config import TrainConfig, list_recipes, load_recipe, make_config
-from .data import DataWarning, ImageDataset, load_image, load_images
-from .decoders import build_decoder, decoder_from_config
-from .errors import (CacheError, CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError, ShapeError,
-                     UnknownName, UnknownRepresentation, UnknownVariant, WeightsUnavailable)
-from .evaluate import evaluate
-from .features import FeatureCache, cache_features
-from .hookspecs import hookimpl, hookspec
-from .inverter import Inverter, load
-from .metrics import psnr, ssim
-from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
-from .perturbations import apply_perturbation
-from .plugins import get_registry, register_plugin, reset_plugins, unregister_plugin
-from .report import report
-from .representation import (FeatureSpec, Representation, check_images, check_shape, create_representation,
-                             list_representations, rgb_to_gray, with_defaults)
-from .sampling import fit_distribution, sample_images
-from .studies import analyze, interpolate, write_interpolation_strip
-from .train import TrainResult, TrainingInterrupted, resume, train
+from repinv.analysis.compare import compare
+from repinv.analysis.evaluate import evaluate
+from repinv.analysis.metrics import psnr, ssim
+from repinv.analysis.perturbations import apply_perturbation
+from repinv.analysis.random_features import fit_distribution, sample_images
+from repinv.analysis.report import report
+from repinv.analysis.studies import analyze, interpolate, write_interpolation_strip
+from repinv.data.cache import FeatureCache, cache_features
+from repinv.data.sources import DataWarning, ImageDataset, load_image, load_images
+from repinv.errors import (
+    CacheError,
+    CheckpointError,
+    DataError,
+    InvalidOption,
+    NotDifferentiable,
+    RepinvError,
+    ShapeError,
+    UnknownName,
+    UnknownRepresentation,
+    UnknownVariant,
+    WeightsUnavailable,
+)
+from repinv.inversion.decoder import Inverter, load
+from repinv.inversion.linear import LinearInverter, fit_linear, load_linear
+from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings, optimize_images
+from repinv.options import with_defaults
+from repinv.registry.factories import build_decoder, create_representation, decoder_from_config, list_representations
+from repinv.registry.hookspecs import hookimpl, hookspec
+from repinv.registry.manager import get_registry, register_plugin, reset_plugins, unregister_plugin
+from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
+from repinv.training.config import TrainConfig, list_recipes, load_recipe, make_config
+from repinv.training.loop import TrainingInterrupted, TrainResult, resume, train
+from repinv.utils import VERSION as __version__
+from repinv.utils import check_images, check_shape
 
 __all__ = [
     "__version__",

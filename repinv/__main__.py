@@ -1,5 +1,5 @@
 """``python -m repinv`` (also what ``torchrun -m repinv`` runs)."""
 
-from .cli import main
+from repinv.cli import main
 
 main()

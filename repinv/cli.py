@@ -14,11 +14,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .config import list_recipes, make_config
-from .errors import RepinvError
-from .options import parse_options
-from .plugins import get_registry
-from .progress import console
+from repinv.errors import RepinvError
+from repinv.options import parse_options
+from repinv.progress import console
+from repinv.registry.manager import get_registry
+from repinv.training.config import list_recipes, make_config
 
 __all__ = ["cli", "main"]
 
@@ -63,7 +63,8 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
 @click.option("--image-size", default=64, show_default=True, help="Image side for the feature shapes shown.")
 def reps(pattern: str, image_size: int) -> None:
     """List representations (optionally matching PATTERN, e.g. 'alex*' or a family) with feature shapes."""
-    from .representation import create_representation, list_representations, split_name
+    from repinv.registry.factories import create_representation, list_representations
+    from repinv.representations.base import split_name
 
     registry = get_registry()
     rows, described = [], set()
@@ -134,9 +135,9 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         repinv train --rep alexnet:fc8 --rep-opt weights=none --data photos/
         repinv train --resume runs/hog-64 --steps 40000
     """
-    from .features import read_manifest
-    from .train import resume as resume_run
-    from .train import train as train_run
+    from repinv.data.cache import read_manifest
+    from repinv.training.loop import resume as resume_run
+    from repinv.training.loop import train as train_run
 
     flags.update(rep_options=parse_options(rep_opts, "--rep-opt"),
                  decoder_options=parse_options(decoder_opts, "--decoder-opt"),
@@ -181,7 +182,7 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
         repinv features --rep sift --data 'shards/train-*.tar' --out cache/sift
         repinv train --features cache/sift --recipe sift-64 --out runs/sift
     """
-    from .features import cache_features
+    from repinv.data.cache import cache_features
 
     cache = cache_features(rep, list(data), out, rep_options=parse_options(rep_opts, "--rep-opt"),
                            image_size=image_size, shard_size=shard_size, batch_size=batch_size, workers=workers,
@@ -203,9 +204,9 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
-    from .checkpoint import write_json
-    from .evaluate import evaluate as score
-    from .inverter import load
+    from repinv.analysis.evaluate import evaluate as score
+    from repinv.files import write_json
+    from repinv.inversion.decoder import load
 
     inverter = load(run, device)
     grid_path = Path(grid) if grid else Path(run) / "evaluation.png"
@@ -260,9 +261,10 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
         repinv analyze --checkpoint runs/hog --interpolate a.jpg b.jpg --steps 8
         repinv analyze --checkpoint runs/fc8 --data train/ --sample histogram --n 16 --alpha 2
     """
-    from .inverter import load
-    from .sampling import sample_images
-    from .studies import REFERENCE, analyze as study, checkpoint_labels, slug, write_interpolation_strip
+    from repinv.analysis.random_features import sample_images
+    from repinv.analysis.studies import REFERENCE, checkpoint_labels, slug, write_interpolation_strip
+    from repinv.analysis.studies import analyze as study
+    from repinv.inversion.decoder import load
 
     if list_only:
         rows = [[e.name, e.description, e.plugin] for e in get_registry().perturbations.values()]
@@ -320,8 +322,9 @@ def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, .
         repinv invert --method optimize --rep hog --opt steps=200 photo.jpg --out recon/
         repinv invert --method linear --checkpoint runs/hog-linear photo.jpg --out recon/
     """
-    from .invert import invert_features, invert_images, load_inverter
-    from .optimize import OptimizeSettings
+    from repinv.inversion.images import invert_features, invert_images
+    from repinv.inversion.loading import load_inverter
+    from repinv.inversion.optimization import OptimizeSettings
 
     if bool(images) == bool(features):
         raise click.UsageError("give either IMAGES or --features FILE")
@@ -358,7 +361,7 @@ def fit_linear(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: 
         repinv fit-linear --rep hog --data 'shards/train-*.tar' --limit 20000 --out runs/hog-linear
         repinv compare --data shards/val-000.tar --method decoder:runs/hog --method linear:runs/hog-linear
     """
-    from .baselines import fit_linear as fit
+    from repinv.inversion.linear import fit_linear as fit
 
     try:
         strength: float | str = ridge if ridge == "auto" else float(ridge)
@@ -398,8 +401,8 @@ def compare(data: tuple[str, ...], methods: tuple[str, ...], rep: str | None, re
         repinv compare --data shards/val-000.tar --limit 256 --method decoder:runs/hog \\
             --method optimize --method linear:runs/hog-linear --method mean --out results/hog
     """
-    from .compare import METRICS
-    from .compare import compare as run_compare
+    from repinv.analysis.compare import METRICS
+    from repinv.analysis.compare import compare as run_compare
 
     result = run_compare(list(data), list(methods), rep=rep, rep_options=parse_options(rep_opts, "--rep-opt"),
                          image_size=image_size, optimize_options=parse_options(optimize_opts, "--opt"), limit=limit,
@@ -422,7 +425,7 @@ def report(paths: tuple[str, ...], out: str, title: str) -> None:
     Example:
         repinv report runs/hog results/hog/compare.json --out report/
     """
-    from .report import report as write_report
+    from repinv.analysis.report import report as write_report
 
     page = write_report(list(paths), out, title=title)
     console.print(f"wrote {page}")

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import InvalidOption, ShapeError, nearest_first
-from .representation import FeatureSpec, check_shape
+from repinv.errors import InvalidOption, ShapeError, nearest_first
+from repinv.options import size_pair
+from repinv.registry.hookspecs import hookimpl
+from repinv.representations.base import FeatureSpec, as_feature_spec
+from repinv.utils import check_shape
 
 __all__ = [
     "Decoder",
@@ -273,17 +276,8 @@ def _auto_integer(decoder: str, key: str, value: Any, minimum: int) -> int | Non
                             f"got {value!r}") from None
 
 
-def _size(value: Any, what: str) -> tuple[int, int]:
-    """``(H, W)`` from a pair of positive integers (a list from JSON counts) or one integer for a square."""
-    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
-        raise InvalidOption(f"{what} must be (H, W), two positive integers, got {value!r}")
-    return int(pair[0]), int(pair[1])
 
 
-def _spec(spec: FeatureSpec | Sequence[int]) -> FeatureSpec:
-    return spec if isinstance(spec, FeatureSpec) else FeatureSpec(tuple(spec))
 
 
 # ---------------------------------------------------------------------------------------------------------- builders
@@ -309,7 +303,7 @@ def conv_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any
     Shape:
         input ``(B, C, h, w)``; output ``(B, 3, H, W)``.
     """
-    spec, output = _spec(spec), _size(output_size, "output_size")
+    spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
     if spec.kind != "map":
         raise InvalidOption(f"the conv decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
                             "use the fc decoder (decoder='fc', or leave the decoder unset to choose automatically)")
@@ -360,7 +354,7 @@ def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) 
     Shape:
         input ``(B, *spec.shape)``; output ``(B, 3, H, W)``.
     """
-    spec, output = _spec(spec), _size(output_size, "output_size")
+    spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
     merged = _options("fc", options, {"width": 1.0, "max_channels": None, "hidden": None})
     width = _number("fc", "width", merged["width"])
     cap = _auto_integer("fc", "max_channels", merged["max_channels"], 1)
@@ -385,61 +379,14 @@ def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) 
 # ---------------------------------------------------------------------------------------------------------- registry
 
 
-def build_decoder(spec: FeatureSpec, image_size: tuple[int, int] | int, decoder: str | None = None,
-                  output_size: tuple[int, int] | int | None = None, **options: Any) -> nn.Module:
-    """Build a decoder by registered name, choosing the architecture from the feature shape when none is named.
-
-    Args:
-        spec: the features it will take.
-        image_size: ``(H, W)`` of the images the features come from (an int for a square).
-        decoder: a registered decoder name; ``None`` picks ``"conv"`` for a map and ``"fc"`` for a vector.
-        output_size: ``(H, W)`` of the predicted images; ``None`` means ``image_size``.
-        **options: passed to the decoder's builder, which validates them.
-
-    Returns:
-        The decoder, whose ``config()`` rebuilds it with :func:`decoder_from_config`.
-
-    Raises:
-        UnknownName: no plugin registered ``decoder``.
-        InvalidOption: a bad size, an unknown option or a bad value.
-
-    Shape:
-        input ``(B, *spec.shape)``; output ``(B, 3, *output_size)``.
-    """
-    from .plugins import get_registry
-
-    spec = _spec(spec)
-    image = _size(image_size, "image_size")
-    output = image if output_size is None else _size(output_size, "output_size")
-    name = decoder if decoder is not None else ("conv" if spec.kind == "map" else "fc")
-    module = get_registry().get("decoder", name).obj(spec, output, **options)
-    if not isinstance(module, nn.Module) or not callable(getattr(module, "config", None)):
-        raise TypeError(f"the builder of decoder {name!r} must return an nn.Module with a config() method, "
-                        f"got {type(module).__name__}")
-    return module
 
 
-def decoder_from_config(config: Mapping[str, Any]) -> nn.Module:
-    """Rebuild a decoder from its ``config()``, through the registry (so third-party decoders work too).
 
-    Args:
-        config: ``{"name", "spec", "output_size", "options"}`` as :meth:`Decoder.config` returns it (possibly after
-            a JSON round trip); a third-party decoder's ``config()`` must use the same keys.
 
-    Returns:
-        A freshly initialized decoder with the same architecture (same state-dict keys and shapes).
-
-    Raises:
-        InvalidOption: a config without these keys.
-        UnknownName: no plugin registered its name.
-    """
-    from .plugins import get_registry
-
-    try:
-        name, shape, output = config["name"], config["spec"], config["output_size"]
-        options = dict(config.get("options") or {})
-    except (KeyError, TypeError, ValueError) as error:
-        raise InvalidOption(f"a decoder config needs the keys name, spec, output_size and options; got "
-                            f"{config!r} (missing {error})") from None
-    return get_registry().get("decoder", name).obj(FeatureSpec(tuple(shape)), _size(output, "output_size"),
-                                                   **options)
+@hookimpl
+def register_decoders(register: Callable[..., None]) -> None:
+    """The paper's two decoder families: ``conv`` for feature maps, ``fc`` for feature vectors."""
+    register("conv", conv_decoder, description="convolutions, optional contraction, stride-2 up-convolutions "
+                                               "(for feature maps)")
+    register("fc", fc_decoder, description="three fully connected layers, then up-convolutions (for feature "
+                                           "vectors; the paper's Table 1)")

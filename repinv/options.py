@@ -8,10 +8,10 @@ factory that receives the options validates them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import InvalidOption
+from repinv.errors import InvalidOption
 
 __all__ = ["parse_value", "parse_options"]
 
@@ -45,3 +45,33 @@ def parse_options(pairs: Iterable[str], what: str = "option") -> dict[str, Any]:
             raise InvalidOption(f"{what} expects KEY=VALUE (e.g. cell_size=4), got {pair!r}")
         options[key] = parse_value(value.strip())
     return options
+
+
+def with_defaults(family: str, options: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A factory's options over its ``defaults``, refusing names it does not know.
+
+    Args:
+        family: the representation family, for the message.
+        options: the options given.
+        defaults: every option the factory takes, with its default.
+
+    Returns:
+        ``defaults`` updated with ``options``.
+
+    Raises:
+        InvalidOption: an option not in ``defaults`` (the message lists the valid ones).
+    """
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise InvalidOption(f"unknown {family} option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                            f"valid options: {', '.join(defaults)}")
+    return {**defaults, **options}
+
+
+def size_pair(value: Any, what: str = "image_size") -> tuple[int, int]:
+    """``(H, W)`` from a pair of positive integers (a list from JSON counts) or one integer for a square."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if (not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)):
+        raise InvalidOption(f"{what} must be (H, W), two positive integers, got {value!r}")
+    return int(pair[0]), int(pair[1])

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from repinv import FeatureSpec, Representation, hookimpl
-from repinv.layers import DeferredWeights, read_state_dict
+from repinv.representations.networks import DeferredWeights, read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def tiny_imagenet() -> Path:
 @pytest.fixture(scope="session")
 def tiny_imagenet_batch(tiny_imagenet: Path) -> torch.Tensor:
     """The first 16 validation images of the shared Tiny ImageNet shards, ``(16, 3, 64, 64)`` in [0, 1]."""
-    from repinv.data import ImageDataset
+    from repinv.data.sources import ImageDataset
 
     images = ImageDataset(str(tiny_imagenet / "val-000.tar"), 64, train=False)
     return torch.stack([images[i] for i in range(16)])
@@ -109,7 +109,7 @@ def photos() -> Photos:
 def registered_family(plugin: ModuleType, family: str) -> Iterator[object]:
     """Yield the registry entry of ``family``: from the installed entry point, or from ``plugin`` registered by
     hand for the test (and unregistered after it) where the distribution is not installed."""
-    from repinv.plugins import get_registry, register_plugin, unregister_plugin
+    from repinv.registry.manager import get_registry, register_plugin, unregister_plugin
 
     if family in get_registry().representations:
         yield get_registry().representations[family]
@@ -173,7 +173,7 @@ class _TinyEncoderPlugin:
 @pytest.fixture
 def tiny_encoder() -> Iterator[str]:
     """Registers ``tiny-encoder``, a trainable representation with dropout (unregistered after the test)."""
-    from repinv.plugins import register_plugin, unregister_plugin
+    from repinv.registry.manager import register_plugin, unregister_plugin
 
     name = register_plugin(_TinyEncoderPlugin(), name="tiny-encoder-plugin")
     yield "tiny-encoder"

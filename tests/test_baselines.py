@@ -5,9 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repinv.baselines import (RIDGE_GRID, LinearInverter, RidgeStatistics, _choose_ridge, fit_linear, load_linear,
-                              mean_image_of, solve_ridge)
 from repinv.errors import CheckpointError, DataError, InvalidOption, ShapeError
+from repinv.inversion.linear import (
+    RIDGE_GRID,
+    LinearInverter,
+    RidgeStatistics,
+    _choose_ridge,
+    fit_linear,
+    load_linear,
+    solve_ridge,
+)
+from repinv.inversion.mean import mean_image_of
 
 
 def _problem(n: int = 300, d: int = 12, p: int = 7, noise: float = 0.01, seed: int = 0):

@@ -70,7 +70,7 @@ def test_reps_lists_hog_with_its_shape():
 
 def test_plugins_lists_core_and_hog():
     result = _invoke("plugins")
-    assert "repinv.default_plugins" in result.output and "hog" in result.output
+    assert "repinv.decoders" in result.output and "repinv.analysis.perturbations" in result.output and "hog" in result.output
 
 
 def test_evaluate_prints_table_and_writes_json_and_grid(trained_run, photo_folder, tmp_path):

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import repinv
-from repinv.baselines import fit_linear
+from repinv.analysis.compare import compare
 from repinv.cli import cli
-from repinv.compare import compare
 from repinv.errors import InvalidOption
+from repinv.inversion.linear import fit_linear
 
 METRIC_KEYS = {"normalized_error", "feature_error", "psnr", "ssim", "seconds_per_image"}
 
@@ -101,8 +101,8 @@ def test_hog_ranking_on_tiny_imagenet(tiny_imagenet, tmp_path):
     budget, so a busy machine gives the same decoder; ~0.47 in docs/benchmarks.md), the linear baseline on 5,000
     images of the same shard (~0.53).
     """
-    from repinv.config import make_config
-    from repinv.train import train
+    from repinv.training.config import make_config
+    from repinv.training.loop import train
 
     shard = str(tiny_imagenet / "train-000.tar")
     config = make_config("hog-64", data=[shard], steps=4000, device="cpu", sample_every=10**6,

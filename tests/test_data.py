@@ -14,8 +14,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from repinv.data import (BUILTIN_TEST, BUILTIN_TRAIN, DataWarning, ImageDataset, default_data_root, load_image,
-                         load_images)
+from repinv.data.sources import (
+    BUILTIN_TEST,
+    BUILTIN_TRAIN,
+    DataWarning,
+    ImageDataset,
+    default_data_root,
+    load_image,
+    load_images,
+)
 from repinv.errors import DataError, InvalidOption
 
 RGB = (200, 100, 50)
@@ -238,7 +245,7 @@ def test_a_batch_decoded_together_equals_its_items(mixed_jpegs, train, scale):
 
 
 def test_training_batches_across_an_epoch_end_equal_item_by_item(mixed_jpegs):
-    from repinv.stream import PositionSampler, TrainingSamples
+    from repinv.data.stream import PositionSampler, TrainingSamples
 
     dataset = ImageDataset(str(mixed_jpegs), 32, train=True, seed=1)
     samples = TrainingSamples(dataset, None)
@@ -420,7 +427,7 @@ def test_real_train_shards():
 
 
 def test_small_jpegs_decode_like_pillow(tmp_path):
-    from repinv.pixels import small_jpeg
+    from repinv.data.pixels import small_jpeg
 
     rng = np.random.default_rng(3)
     smooth = (np.cumsum(rng.integers(0, 9, (30, 40, 3)), axis=1) % 256).astype(np.uint8)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from repinv.decoders import (Decoder, auto_contract, build_decoder, conv_decoder, decoder_from_config, fc_decoder,
-                             level_channels, up_steps)
+from repinv.decoders import Decoder, auto_contract, conv_decoder, fc_decoder, level_channels, up_steps
 from repinv.errors import InvalidOption, ShapeError, UnknownName
-from repinv.hookspecs import hookimpl
-from repinv.plugins import get_registry, register_plugin, unregister_plugin
-from repinv.representation import FeatureSpec
+from repinv.registry.factories import build_decoder, decoder_from_config
+from repinv.registry.hookspecs import hookimpl
+from repinv.registry.manager import get_registry, register_plugin, unregister_plugin
+from repinv.representations.base import FeatureSpec
 
 TINY = 0.0625  # width that keeps every test network small
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 import repinv
-from repinv.checkpoint import load_tensors
+from repinv.files import load_tensors
 
 ALEXNET = [f"alexnet:{layer}" for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")]
 TIMM = ["timm:resnet18:layer3", "timm:resnet18:pooled", "timm:vit_tiny_patch16_224:blocks.5",

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import repinv
-from repinv.checkpoint import load_tensors
-from repinv.distributed import Processes
+from repinv.data.stream import PositionSampler
 from repinv.errors import InvalidOption
-from repinv.stream import PositionSampler
+from repinv.files import load_tensors
+from repinv.training.distributed import Processes
 
 RECIPE = """
 rep = "hog"

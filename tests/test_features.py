@@ -8,14 +8,15 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from repinv.checkpoint import load_tensors
 from repinv.cli import cli
-from repinv.config import make_config
-from repinv.data import ImageDataset
+from repinv.data.cache import FeatureCache, cache_features
+from repinv.data.sources import ImageDataset
 from repinv.errors import CacheError
-from repinv.features import FeatureCache, cache_features
-from repinv.representation import FeatureSpec, Representation, create_representation
-from repinv.train import train
+from repinv.files import load_tensors
+from repinv.registry.factories import create_representation
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.training.config import make_config
+from repinv.training.loop import train
 
 
 class _HalfEmpty(Representation):

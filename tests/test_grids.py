@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repinv.grids import LABEL_WIDTH, PADDING, write_image_table, write_pairs_grid
+from repinv.pictures import LABEL_WIDTH, PADDING, write_image_table, write_pairs_grid
 
 
 def _pixels(path):

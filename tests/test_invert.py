@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from repinv import InvalidOption, LinearInverter, OptimizationInverter, OptimizeSettings, fit_linear, make_config, train
-from repinv.inverter import Inverter
-from repinv.invert import INVERTER_KINDS, invert_images, load_inverter, run_identity
+from repinv.inversion.decoder import Inverter
+from repinv.inversion.images import invert_images
+from repinv.inversion.loading import INVERTER_KINDS, load_inverter, run_identity
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +59,9 @@ def test_bad_requests_are_refused(kind, run, extra, message):
 
 
 def test_loaded_decoder_is_channels_last_and_decodes_as_trained(runs):
-    from repinv.checkpoint import load_tensors
-    from repinv.decoders import decoder_from_config
-    from repinv.inverter import load
+    from repinv.files import load_tensors
+    from repinv.inversion.decoder import load
+    from repinv.registry.factories import decoder_from_config
 
     inverter = load(runs / "decoder", "cpu")
     convolutions = [m.weight for m in inverter.decoder.modules() if isinstance(m, torch.nn.modules.conv._ConvNd)]

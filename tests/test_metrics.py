@@ -10,7 +10,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from repinv.metrics import ErrorScale, MethodScores, Reservoir, mean_pairwise_distance, psnr, ssim
+from repinv.analysis.metrics import ErrorScale, MethodScores, Reservoir, mean_pairwise_distance, psnr, ssim
 
 
 def test_ssim_matches_scikit_image():

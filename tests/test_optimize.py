@@ -10,8 +10,13 @@ from click.testing import CliRunner
 from repinv import create_representation
 from repinv.cli import cli
 from repinv.errors import InvalidOption, NotDifferentiable
-from repinv.optimize import (OptimizationInverter, OptimizeSettings, check_differentiable, optimize_images,
-                             total_variation)
+from repinv.inversion.optimization import (
+    OptimizationInverter,
+    OptimizeSettings,
+    check_differentiable,
+    optimize_images,
+    total_variation,
+)
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from repinv.config import TrainConfig, list_recipes, load_recipe, make_config
 from repinv.errors import InvalidOption
 from repinv.options import parse_options
+from repinv.training.config import TrainConfig, list_recipes, load_recipe, make_config
 
 
 def test_values_are_json_literals_or_strings():

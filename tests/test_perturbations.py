@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from repinv.analysis.perturbations import BUILTINS, apply_perturbation, parse_perturbation
+from repinv.analysis.random_features import fit_distribution
 from repinv.errors import InvalidOption, ShapeError, UnknownName
-from repinv.perturbations import BUILTINS, apply_perturbation, parse_perturbation
-from repinv.plugins import get_registry
-from repinv.sampling import fit_distribution
+from repinv.registry.manager import get_registry
 
 
 def _features(batch: int = 4, shape: tuple[int, ...] = (31, 4, 4), sparsity: float = 0.3, seed: int = 0):
@@ -25,7 +25,7 @@ def _norms(x):
 def test_builtins_are_registered_by_the_core_plugin():
     registry = get_registry()
     for name in BUILTINS:
-        assert registry.perturbations[name].plugin == "repinv.default_plugins"
+        assert registry.perturbations[name].plugin == "repinv.analysis.perturbations"
         assert registry.perturbations[name].description
 
 

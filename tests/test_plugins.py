@@ -11,7 +11,7 @@ import torch
 import repinv
 from repinv import hookimpl
 from repinv.errors import UnknownRepresentation, UnknownVariant
-from repinv.plugins import RepinvPluginWarning, get_registry
+from repinv.registry.manager import RepinvPluginWarning, get_registry
 
 
 class Doubler(repinv.Representation):
@@ -47,7 +47,7 @@ def test_builtins_load_through_entry_points():
     registry = get_registry()
     assert registry.representations["hog"].plugin == "hog"
     assert {"conv", "fc"} <= set(registry.decoders)
-    assert registry.decoders["conv"].plugin == "repinv.default_plugins"
+    assert registry.decoders["conv"].plugin == "repinv.decoders"
 
 
 def test_inline_plugin_registers_all_three_kinds_and_unregisters(doubler_plugin):
@@ -138,7 +138,7 @@ def test_variants_may_receive_what_was_asked_for():
 
 
 def test_split_name_at_first_colon():
-    from repinv.representation import split_name
+    from repinv.representations.base import split_name
 
     assert split_name("timm:resnet18:layer3") == ("timm", "resnet18:layer3")
     assert split_name("hog") == ("hog", None)
@@ -152,7 +152,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_repinv_plugins_env_restricts_entry_points_but_core_always_loads():
-    code = ("from repinv.plugins import get_registry; r = get_registry(); "
+    code = ("from repinv.registry.manager import get_registry; r = get_registry(); "
             "print(sorted(r.representations), sorted(r.decoders))")
     restricted = _run_python(code, REPINV_PLUGINS="nosuch")
     assert restricted.returncode == 0, restricted.stderr
@@ -162,7 +162,7 @@ def test_repinv_plugins_env_restricts_entry_points_but_core_always_loads():
 
 
 def test_plugins_load_lazily_not_at_import():
-    result = _run_python("import repinv, repinv.plugins as p; print(p._manager is None)")
+    result = _run_python("import repinv, repinv.registry.manager as p; print(p._manager is None)")
     assert result.stdout.strip() == "True", result.stderr
 
 
@@ -172,7 +172,7 @@ def test_broken_entry_point_warns_and_others_keep_working(tmp_path):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[repinv]\nbroken = broken_plugin_module\n")
     (tmp_path / "broken_plugin_module.py").write_text("raise ImportError('missing dependency xyz')\n")
-    code = "from repinv.plugins import get_registry; print(sorted(get_registry().representations))"
+    code = "from repinv.registry.manager import get_registry; print(sorted(get_registry().representations))"
     import os
 
     result = _run_python(code, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 from torchvision.utils import save_image
 
+from repinv.analysis.report import report, training_curve_png
 from repinv.cli import cli
 from repinv.errors import DataError
-from repinv.report import report, training_curve_png
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -12,12 +12,12 @@ from PIL import Image
 
 import repinv
 from repinv import hookimpl
+from repinv.analysis.random_features import sample_images
+from repinv.analysis.studies import REFERENCE, analyze, interpolate
 from repinv.cli import cli
-from repinv.config import make_config
-from repinv.inverter import load
-from repinv.sampling import sample_images
-from repinv.studies import REFERENCE, analyze, interpolate
-from repinv.train import train
+from repinv.inversion.decoder import load
+from repinv.training.config import make_config
+from repinv.training.loop import train
 
 
 def _invoke(*args: str):

@@ -14,13 +14,13 @@ import time
 import pytest
 import torch
 
-from repinv.checkpoint import load_tensors, read_metadata
+from repinv.data.stream import PositionSampler
 from repinv.errors import CheckpointError, InvalidOption
-from repinv.inverter import load
-from repinv.representation import create_representation
-from repinv.config import learning_rate_factor, make_config
-from repinv.stream import PositionSampler
-from repinv.train import resume, train
+from repinv.files import load_tensors, read_metadata
+from repinv.inversion.decoder import load
+from repinv.registry.factories import create_representation
+from repinv.training.config import learning_rate_factor, make_config
+from repinv.training.loop import resume, train
 
 
 def _config(photo_folder, **overrides):
@@ -135,7 +135,7 @@ def test_resume_of_a_finished_run_says_what_to_give(photo_folder, tmp_path):
 
 def test_samples_and_validation_see_a_fine_tuned_encoder_in_evaluation_mode(tiny_encoder, photo_folder, tmp_path,
                                                                             monkeypatch):
-    training = importlib.import_module("repinv.train")  # the module; `repinv.train` is the function
+    training = importlib.import_module("repinv.training.loop")  # the module; `repinv.train` is the function
     seen = []
     original = training.evaluate
 
@@ -273,9 +273,9 @@ def _fast_checkpoint_recipe(tmp_path):
 
 
 def test_training_keeps_freed_memory_for_reuse(photo_folder, tmp_path, monkeypatch):
-    from repinv.allocator import keep_freed_memory
+    from repinv.training.allocator import keep_freed_memory
 
-    train_module = importlib.import_module("repinv.train")  # the module: `repinv.train` is also the function
+    train_module = importlib.import_module("repinv.training.loop")  # the module: `repinv.train` is also the function
 
     calls = []
     monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1) or True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from repinv.hookspecs import hookimpl
+from repinv.registry.hookspecs import hookimpl
 
 from .alexnet import DEFAULTS, LAYERS, AlexNetLayer, create_alexnet
 

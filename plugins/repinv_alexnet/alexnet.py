@@ -43,8 +43,10 @@ import torchvision
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
-from repinv.representation import FeatureSpec, Representation, check_images, with_defaults
+from repinv.options import with_defaults
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
+from repinv.utils import check_images
 
 __all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
 

@@ -31,7 +31,9 @@ import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
+from repinv.options import with_defaults
+from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
+from repinv.utils import check_images
 
 __all__ = ["HOG", "DEFAULTS", "create_hog", "hog_uoctti", "hog_grid_size", "direction_table"]
 

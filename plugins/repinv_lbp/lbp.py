@@ -33,7 +33,9 @@ import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
+from repinv.options import with_defaults
+from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
+from repinv.utils import check_images
 
 __all__ = ["LBP", "DEFAULTS", "DIMENSION", "NEIGHBOURS", "create_lbp", "lbp_uniform", "lbp_codes",
            "lbp_grid_size", "uniform_mapping"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from repinv.hookspecs import hookimpl
+from repinv.registry.hookspecs import hookimpl
 
 from .sift import DEFAULTS, SIFT, create_sift, sparse_sift
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from repinv.hookspecs import hookimpl
+from repinv.registry.hookspecs import hookimpl
 
 from .layers import DEFAULTS, EXAMPLE_MODEL, TimmLayer, create_timm, timm_variants
 

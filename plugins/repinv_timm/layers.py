@@ -50,8 +50,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
-from repinv.representation import FeatureSpec, Representation, check_images, rgb_to_gray, with_defaults
+from repinv.options import with_defaults
+from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
+from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
+from repinv.utils import check_images
 
 __all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
            "featured_layers", "to_features", "hub_reachable"]

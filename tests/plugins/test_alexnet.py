@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import repinv_alexnet
 import torch
+from conftest import declared_entry_point, registered_family
+from repinv_alexnet.alexnet import INPUT_SIZE, LAYERS, AlexNetLayer, create_alexnet
 from torch import nn
 
-from conftest import declared_entry_point, registered_family
-
-import repinv_alexnet
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.representation import FeatureSpec, create_representation
-from repinv_alexnet.alexnet import INPUT_SIZE, LAYERS, AlexNetLayer, create_alexnet
+from repinv.registry.factories import create_representation
+from repinv.representations.base import FeatureSpec
 
 #: The paper's layers with torchvision's AlexNet feature shapes at its 224x224 input.
 SHAPES: dict[str, tuple[int, ...]] = {
@@ -320,7 +320,7 @@ def registered() -> Iterator[object]:
 
 
 def test_listed_layers(registered: object) -> None:
-    from repinv.representation import list_representations
+    from repinv.registry.factories import list_representations
 
     assert list_representations("alexnet") == sorted(f"alexnet:{layer}" for layer in LAYERS)
 

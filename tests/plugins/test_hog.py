@@ -8,14 +8,14 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import repinv_hog
 import torch
 from conftest import Photos, declared_entry_point, registered_family
-
-import repinv_hog
-from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec, rgb_to_gray
 from repinv_hog import hog as hog_module
 from repinv_hog.hog import HOG, create_hog, direction_table, hog_grid_size
+
+from repinv.errors import InvalidOption, ShapeError, UnknownVariant
+from repinv.representations.base import FeatureSpec, rgb_to_gray
 
 TOLERANCE = 1e-4  # max abs difference to VLFeat; float rounding alone gives ~3e-7
 SIZES = [(64, 64), (61, 61), (100, 77), (128, 96), (37, 53)]
@@ -269,7 +269,7 @@ def registered() -> Iterator[object]:
 
 
 def test_create_representation(registered: object) -> None:
-    from repinv.representation import create_representation
+    from repinv.registry.factories import create_representation
 
     hog = create_representation("hog", cell_size=4)
     assert isinstance(hog, HOG) and hog.cell_size == 4 and not hog.training

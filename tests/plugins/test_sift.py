@@ -8,16 +8,15 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import pytest
+import repinv_sift
 import torch
 import torch.nn.functional as F
-
 from conftest import declared_entry_point, registered_family
-
-import repinv_sift
-from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.representation import FeatureSpec
 from repinv_sift import sift as sift_module
 from repinv_sift.sift import SIFT, Keypoints, create_sift, gray_uint8, sift_grid_size, sparse_sift
+
+from repinv.errors import InvalidOption, ShapeError, UnknownVariant
+from repinv.representations.base import FeatureSpec
 
 CHANNELS = 133
 
@@ -323,7 +322,7 @@ def registered() -> Iterator[object]:
 
 
 def test_registered(registered: object) -> None:
-    from repinv.representation import create_representation, list_representations
+    from repinv.registry.factories import create_representation, list_representations
 
     assert list_representations("sift") == ["sift"]
     sift = create_representation("sift", cell_size=8)

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import repinv_timm
 import timm
 import torch
+from conftest import declared_entry_point, registered_family
+from repinv_timm.layers import TimmLayer, create_timm, featured_layers, timm_variants, to_features
 from torch import nn
 
-from conftest import declared_entry_point, registered_family
-
-import repinv_timm
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.layers import capture
-from repinv.representation import FeatureSpec, create_representation
-from repinv_timm.layers import TimmLayer, create_timm, featured_layers, timm_variants, to_features
+from repinv.registry.factories import create_representation
+from repinv.representations.base import FeatureSpec
+from repinv.representations.networks import capture
 
 SWIN = "swin_tiny_patch4_window7_224"  # the smallest Swin in timm
 VIT = "vit_tiny_patch16_224"
@@ -339,7 +339,6 @@ def test_entry_point_declared() -> None:
 def test_unreachable_hub_reads_only_the_cache(offline: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a network the Hub client would retry for ~45 s; an unreachable Hub puts it in offline mode at once."""
     import huggingface_hub.constants as hub
-
     import repinv_timm.layers as timm_layers
 
     seen: list[bool] = []

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidOption
+from repinv.errors import InvalidOption
 
 __all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config", "epochs_over_steps", "learning_rate_factor"]
 

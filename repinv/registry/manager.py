@@ -20,13 +20,16 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import UnknownName
+from repinv.errors import UnknownName
+from repinv.registry import hookspecs
 
 __all__ = ["Entry", "Registry", "get_plugin_manager", "get_registry", "register_plugin", "unregister_plugin",
            "reset_plugins", "RepinvPluginWarning"]
 
-CORE_PLUGIN = "repinv.default_plugins"
+#: The core's own plugins, registered by name before any entry point (so they always load and their names win):
+#: the modules that implement the built-in decoders and perturbations declare their hook implementations
+#: themselves, and are imported by name here, like an entry point, so the registry imports nothing above it.
+CORE_PLUGINS = ("repinv.decoders", "repinv.analysis.perturbations")
 
 
 class RepinvPluginWarning(UserWarning):
@@ -112,7 +115,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
     if _manager is None:
         manager = pluggy.PluginManager(hookspecs.PROJECT)
         manager.add_hookspecs(hookspecs)
-        manager.register(importlib.import_module(CORE_PLUGIN), name=CORE_PLUGIN)
+        for core in CORE_PLUGINS:
+            manager.register(importlib.import_module(core), name=core)
         allowed = _allowed_entry_points()
         for point in entry_points(group=hookspecs.PROJECT):
             if allowed is not None and point.name not in allowed:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -13,67 +12,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checkpoint import load_into, load_tensors, read_metadata
-from .decoders import decoder_from_config
-from .errors import CheckpointError, RepinvError
-from .representation import FeatureSpec, Representation, check_images, check_shape, create_representation
+from repinv.errors import CheckpointError
+from repinv.files import load_into, load_tensors, read_metadata
+from repinv.inversion.base import InversionMethod
+from repinv.registry.factories import create_representation, decoder_from_config
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.utils import check_shape, resolve_device
 
-__all__ = ["Inversion", "Inverter", "load", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else as given (validated)."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise RepinvError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise RepinvError(f"device {device!r} asked for, but no CUDA GPU is available; use --device cpu")
-    return resolved
+__all__ = ["InversionMethod", "Inverter", "load", "resolve_device"]
 
 
-class Inversion(ABC):
-    """The face every way of inverting a representation shows (a trained decoder, the linear map, optimization), so
-    evaluation, comparison and ``repinv invert`` treat them alike.
-
-    Subclasses set ``representation``, ``image_size`` and ``spec``, provide ``device``, and implement :meth:`decode`.
-    """
-
-    representation: Representation
-    image_size: tuple[int, int]
-    spec: FeatureSpec
-    device: torch.device
-
-    @torch.no_grad()
-    def features(self, images: Tensor) -> Tensor:
-        """Φ(images) for images of the inverter's size.
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
-        """
-        check_images(images)
-        return self.representation(images.to(self.device))
-
-    @abstractmethod
-    def decode(self, features: Tensor) -> Tensor:
-        """Images from features.
-
-        Shape:
-            features: ``(B, *spec.shape)``; returns ``(B, 3, H, W)`` (not clamped).
-        """
-
-    def reconstruct(self, images: Tensor) -> Tensor:
-        """``decode(features(images))``.
-
-        Shape:
-            images: ``(B, 3, H, W)`` in [0, 1] at the inverter's size; returns ``(B, 3, H, W)``.
-        """
-        return self.decode(self.features(images))
 
 
-class Inverter(Inversion, nn.Module):
+
+
+class Inverter(InversionMethod, nn.Module):
     """A representation Φ and a decoder f with f(Φ(x)) ≈ x.
 
     Args:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .representation import check_shape
+from repinv.utils import check_shape
 
 __all__ = ["psnr", "ssim", "mean_pairwise_distance", "Reservoir", "MethodScores", "ErrorScale"]
 

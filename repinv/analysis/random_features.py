@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
-from .checkpoint import write_json
-from .data import ImageDataset
-from .errors import InvalidOption
-from .grids import write_image_table
-from .inverter import Inverter
-from .progress import progress_bar
+from repinv.data.sources import ImageDataset
+from repinv.errors import InvalidOption
+from repinv.files import write_json
+from repinv.inversion.decoder import Inverter
+from repinv.pictures import write_image_table
+from repinv.progress import progress_bar
 
 __all__ = ["METHODS", "FeatureDistribution", "HistogramDistribution", "GaussianDistribution", "fit_distribution",
            "collect_features", "sample_images"]

@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from .checkpoint import atomic_write
+from repinv.files import atomic_write
 
 __all__ = ["write_pairs_grid", "write_image_table", "GRID_ROWS", "PADDING", "LABEL_WIDTH"]
 

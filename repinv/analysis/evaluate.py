@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import evaluation_loader
-from .grids import GRID_ROWS, write_pairs_grid
-from .inverter import Inverter
-from .metrics import ErrorScale, MethodScores
-from .progress import progress_bar
+from repinv.analysis.metrics import ErrorScale, MethodScores
+from repinv.data.sources import evaluation_loader
+from repinv.inversion.decoder import Inverter
+from repinv.pictures import GRID_ROWS, write_pairs_grid
+from repinv.progress import progress_bar
 
 __all__ = ["evaluate"]
 

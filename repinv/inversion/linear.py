@@ -33,13 +33,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from . import __version__
-from .checkpoint import load_tensors, read_metadata, save_tensors
-from .data import ImageDataset
-from .errors import CheckpointError, DataError, InvalidOption
-from .inverter import Inversion, resolve_device
-from .progress import progress_bar
-from .representation import FeatureSpec, Representation, check_shape, create_representation
+from repinv.data.sources import ImageDataset
+from repinv.errors import CheckpointError, DataError, InvalidOption
+from repinv.files import load_tensors, read_metadata, save_tensors
+from repinv.inversion.base import InversionMethod
+from repinv.progress import progress_bar
+from repinv.registry.factories import create_representation
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.utils import VERSION, check_shape, resolve_device
 
 __all__ = ["LinearInverter", "fit_linear", "load_linear", "RidgeStatistics", "solve_ridge", "HOLDOUT_EVERY",
            "RIDGE_GRID", "MAX_DIRECT_FEATURES", "mean_image_of"]
@@ -144,7 +145,7 @@ def _choose_ridge(train: RidgeStatistics, held_out: RidgeStatistics) -> tuple[fl
     return best, errors
 
 
-class LinearInverter(Inversion, nn.Module):
+class LinearInverter(InversionMethod, nn.Module):
     """A ridge-regression map from (flattened, optionally hashed) features to pixels, with the Inverter interface.
 
     Args:
@@ -302,7 +303,7 @@ def fit_linear(representation: str | Representation, data: str | Sequence[str], 
         choice = {"rule": "given" if ridge != "auto" else f"fewer than {MIN_IMAGES_FOR_HOLDOUT} images: default"}
     weight, bias, lam = solve_ridge(fit, relative)
     metadata = {
-        "repinv_version": __version__,
+        "repinv_version": VERSION,
         "method": "linear",
         "representation": {"name": rep.name, "options": rep.config()},
         "image_size": list(size),
@@ -353,15 +354,4 @@ def load_linear(run: str | Path, device: str | torch.device = "auto") -> LinearI
     return model.to(resolve_device(device)).eval()
 
 
-def mean_image_of(run: str | Path) -> Tensor:
-    """The mean training image stored in a run directory (decoder or linear).
-
-    Raises:
-        CheckpointError: the run has none.
-    """
-    path = Path(run) / "mean_image.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"{run} has no mean_image.safetensors: the mean-image baseline needs a run trained "
-                              f"with this version of repinv (or a linear baseline)")
-    return load_tensors(path)["mean_image"]
 

@@ -25,22 +25,23 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from . import __version__, distributed
-from .allocator import keep_freed_memory
-from .checkpoint import (atomic_write, load_into, load_tensors, optimizer_from_tensors, optimizer_to_tensors,
-                         read_log, read_metadata, save_tensors, write_json)
-from .config import TrainConfig, epochs_over_steps, learning_rate_factor
-from .data import ImageDataset
-from .decoders import build_decoder
-from .errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
-from .evaluate import evaluate
-from .features import FeatureCache, read_manifest
-from .grids import write_pairs_grid
-from .inverter import Inverter, resolve_device
-from .layers import DeferredWeights
-from .progress import progress_bar
-from .representation import Representation, create_representation
-from .stream import PositionSampler, TrainingSamples
+from repinv.analysis.evaluate import evaluate
+from repinv.data.cache import FeatureCache, read_manifest
+from repinv.data.sources import ImageDataset
+from repinv.data.stream import PositionSampler, TrainingSamples
+from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
+from repinv.files import atomic_write, load_into, load_tensors, read_log, read_metadata, save_tensors, write_json
+from repinv.inversion.decoder import Inverter
+from repinv.pictures import write_pairs_grid
+from repinv.progress import progress_bar
+from repinv.registry.factories import build_decoder, create_representation
+from repinv.representations.base import Representation
+from repinv.representations.networks import DeferredWeights
+from repinv.training import distributed
+from repinv.training.allocator import keep_freed_memory
+from repinv.training.config import TrainConfig, epochs_over_steps, learning_rate_factor
+from repinv.training.state import optimizer_from_tensors, optimizer_to_tensors
+from repinv.utils import VERSION, resolve_device
 
 __all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
@@ -155,7 +156,7 @@ class _Trainer:
     def _metadata(self) -> dict[str, Any]:
         decoder_config = self.decoder.config()
         return {
-            "repinv_version": __version__,
+            "repinv_version": VERSION,
             "representation": {"name": self.config.rep, "options": self.representation.config()},
             "decoder": {"name": decoder_config["name"], "config": decoder_config},
             "image_size": list(self.size),

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pluggy
 from torch import Tensor, nn
 
-from .representation import FeatureSpec, Representation
+from repinv.representations.base import FeatureSpec, Representation
 
 __all__ = [
     "PROJECT",

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .checkpoint import atomic_write, read_metadata, write_json
-from .data import evaluation_loader, load_images
-from .errors import InvalidOption
-from .grids import GRID_ROWS, write_image_table
-from .inverter import Inverter, load
-from .metrics import ErrorScale, MethodScores
-from .perturbations import apply_perturbation, parse_perturbation
-from .progress import progress_bar
+from repinv.analysis.metrics import ErrorScale, MethodScores
+from repinv.analysis.perturbations import apply_perturbation, parse_perturbation
+from repinv.data.sources import evaluation_loader, load_images
+from repinv.errors import InvalidOption
+from repinv.files import atomic_write, read_metadata, write_json
+from repinv.inversion.decoder import Inverter, load
+from repinv.pictures import GRID_ROWS, write_image_table
+from repinv.progress import progress_bar
 
 __all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "slug",
            "plot_per_layer", "interpolate", "write_interpolation_strip"]

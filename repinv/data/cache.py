@@ -30,13 +30,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from . import __version__
-from .checkpoint import load_tensors, save_tensors, write_json
-from .data import ImageDataset
-from .errors import CacheError, InvalidOption
-from .inverter import resolve_device
-from .progress import progress_bar
-from .representation import FeatureSpec, Representation, create_representation
+from repinv.data.sources import ImageDataset
+from repinv.errors import CacheError, InvalidOption
+from repinv.files import load_tensors, save_tensors, write_json
+from repinv.progress import progress_bar
+from repinv.registry.factories import create_representation
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.utils import VERSION, resolve_device
 
 __all__ = ["cache_features", "FeatureCache", "read_manifest", "MANIFEST"]
 
@@ -126,7 +126,7 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
             raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
                              "choose another --out")
     else:
-        write_json(existing, {**manifest, "repinv_version": __version__})
+        write_json(existing, {**manifest, "repinv_version": VERSION})
     try:
         _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress)
     except KeyboardInterrupt:

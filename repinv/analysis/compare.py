@@ -31,17 +31,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .baselines import mean_image_of
-from .checkpoint import atomic_write
-from .data import evaluation_loader
-from .errors import InvalidOption
-from .grids import GRID_ROWS, write_image_table
-from .inverter import resolve_device
-from .invert import load_inverter, run_identity
-from .metrics import ErrorScale, MethodScores
-from .optimize import OptimizationInverter, OptimizeSettings, optimize_images
-from .progress import progress_bar
-from .representation import Representation, create_representation
+from repinv.analysis.metrics import ErrorScale, MethodScores
+from repinv.data.sources import evaluation_loader
+from repinv.errors import InvalidOption
+from repinv.files import atomic_write
+from repinv.inversion.loading import load_inverter, run_identity
+from repinv.inversion.mean import mean_image_of
+from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings, optimize_images
+from repinv.pictures import GRID_ROWS, write_image_table
+from repinv.progress import progress_bar
+from repinv.registry.factories import create_representation
+from repinv.representations.base import Representation
+from repinv.utils import resolve_device
 
 __all__ = ["compare", "METHOD_KINDS", "METRICS"]
 

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from .data import ImageDataset
-from .features import FeatureCache
-from .representation import Representation
+from repinv.data.cache import FeatureCache
+from repinv.data.sources import ImageDataset
+from repinv.representations.base import Representation
 
 __all__ = ["PositionSampler", "TrainingSamples"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .errors import InvalidOption, ShapeError
+from repinv.errors import InvalidOption, ShapeError
 
 __all__ = ["capture", "read_state_dict", "check_state_dict", "parse_weights", "WEIGHT_SUFFIXES", "DeferredWeights",
            "describe_error"]

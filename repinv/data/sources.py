@@ -51,9 +51,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .errors import DataError, InvalidOption
-from .pixels import (covering_size, crop_box, crop_pixels, decode_covering, eight_bit_to_float, resize_pixels,
-                     rgb_pixels, small_jpeg_bgr)
+from repinv.data.pixels import (
+    covering_size,
+    crop_box,
+    crop_pixels,
+    decode_covering,
+    eight_bit_to_float,
+    resize_pixels,
+    rgb_pixels,
+    small_jpeg_bgr,
+)
+from repinv.errors import DataError, InvalidOption
+from repinv.options import size_pair
+from repinv.utils import keyed_generator
 
 __all__ = [
     "DataWarning",
@@ -206,18 +216,8 @@ def _index_source(source: str, index: _Index) -> int:
     return len(bad)
 
 
-def keyed_generator(seed: int, *keys: int) -> torch.Generator:
-    """A CPU generator for one item, e.g. ``(seed, epoch, index)``: statistically independent of every other key's,
-    whatever order items are drawn in (by workers, batches or ranks)."""
-    entropy = np.random.SeedSequence([seed % 2**64, *keys]).generate_state(2)
-    return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
 
 
-def _size_pair(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(pair) != 2 or not all(isinstance(s, int) and s > 0 for s in pair):
-        raise InvalidOption(f"image_size must be a positive int or (height, width), got {image_size!r}")
-    return pair  # type: ignore[return-value]
 
 
 class ImageDataset(Dataset):
@@ -245,7 +245,7 @@ class ImageDataset(Dataset):
         self.sources = [sources] if isinstance(sources, str) else list(sources)
         if not self.sources:
             raise DataError(f"no data source given; {_ACCEPTED}")
-        self.image_size = _size_pair(image_size)
+        self.image_size = size_pair(image_size)
         lo, hi = (float(s) for s in scale)
         if not 1.0 <= lo <= hi:
             raise InvalidOption(f"scale must be (lo, hi) with 1 <= lo <= hi, got {tuple(scale)}")
@@ -411,7 +411,7 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple
     Raises:
         DataError: no paths, or a file that is missing or unreadable (the message names it).
     """
-    crop = _size_pair(image_size)
+    crop = size_pair(image_size)
     if not paths:
         raise DataError("no image files given")
     batch = []

@@ -22,8 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from .checkpoint import atomic_write, read_log
-from .errors import DataError
+from repinv.errors import DataError
+from repinv.files import atomic_write, read_log
 
 __all__ = ["report", "training_curve_png"]
 
@@ -112,7 +112,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _compare_section(result: dict[str, Any], folder: Path) -> str:
-    from .compare import METRICS
+    from repinv.analysis.compare import METRICS
 
     rows = [[m["method"]] + [m.get(key, "–") for key, _, _ in METRICS] for m in result["methods"]]
     parts = [f'<p class="note">{_e(result.get("images"))} images from {_e(", ".join(result.get("data", [])))}, '

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import InvalidOption
+from repinv.errors import InvalidOption
 
 __all__ = ["Processes", "join", "leave", "agree", "average"]
 

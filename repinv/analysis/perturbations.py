@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from .data import keyed_generator
-from .errors import InvalidOption, ShapeError
-from .plugins import get_registry
+from repinv.errors import InvalidOption, ShapeError
+from repinv.registry.hookspecs import hookimpl
+from repinv.registry.manager import get_registry
+from repinv.utils import keyed_generator
 
 __all__ = ["BUILTINS", "binarize", "dropout", "dropout_binarize", "drop_least_binarize", "keep_top", "drop_top",
            "parse_perturbation", "perturbation_function", "sample_generator", "apply_perturbation"]
@@ -240,3 +241,10 @@ def apply_perturbation(text: str, features: Tensor, *, seed: int = 0, first_inde
                              "a perturbation must keep the shape")
         perturbed.append(result.to(features.dtype))
     return torch.stack(perturbed) if perturbed else features.clone()
+
+
+@hookimpl
+def register_perturbations(register: Callable[..., None]) -> None:
+    """The design's perturbations for ``repinv analyze`` (``binarize``, ``dropout``, …; see the module note)."""
+    for name, (fn, description) in BUILTINS.items():
+        register(name, fn, description=description)

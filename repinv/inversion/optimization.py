@@ -51,10 +51,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import InvalidOption, NotDifferentiable
-from .inverter import Inversion, resolve_device
-from .progress import progress_bar
-from .representation import FeatureSpec, Representation, check_shape
+from repinv.errors import InvalidOption, NotDifferentiable
+from repinv.inversion.base import InversionMethod
+from repinv.progress import progress_bar
+from repinv.representations.base import FeatureSpec, Representation
+from repinv.utils import check_shape, resolve_device
 
 __all__ = ["OptimizeSettings", "OptimizationResult", "OptimizationInverter", "optimize_images", "check_differentiable",
            "total_variation", "MEAN_COLOUR", "PIXEL_SIGMA"]
@@ -264,7 +265,7 @@ def optimize_images(representation: Representation, targets: Tensor, image_size:
     return result
 
 
-class OptimizationInverter(Inversion):
+class OptimizationInverter(InversionMethod):
     """Optimization-based inversion behind the same face as :class:`repinv.Inverter` (``features``, ``decode``,
     ``reconstruct``), so evaluation and comparison treat it like a decoder.
 

@@ -1,0 +1,79 @@
+"""Reconstructing image files, or features stored in a file, with any inversion method, into PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torchvision.utils import save_image
+
+from repinv.data.sources import load_images
+from repinv.errors import CheckpointError
+from repinv.files import atomic_write, load_tensors
+from repinv.inversion.base import InversionMethod
+
+__all__ = ["unique_names", "write_images", "invert_images", "invert_features"]
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """``names`` with repeats made unique by a ``-N`` suffix (``x``, ``x-2``, ``x-3``, …), in order."""
+    used: set[str] = set()
+    unique = []
+    for name in names:
+        stem, n = name, 1
+        while stem in used:
+            n += 1
+            stem = f"{name}-{n}"
+        used.add(stem)
+        unique.append(stem)
+    return unique
+
+
+def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[Path]:
+    """Write a batch as PNG files ``out/NAME.png`` (clamped to [0, 1]); names that repeat get a ``-N`` suffix.
+
+    Shape:
+        images: ``(B, 3, H, W)``.
+    """
+    out = Path(out)
+    written: list[Path] = []
+    for image, name in zip(images.detach().float().clamp(0, 1).cpu(), unique_names(names)):
+        path = out / f"{name}.png"
+        atomic_write(path, lambda p, image=image: save_image(image, p, format="PNG"))
+        written.append(path)
+    return written
+
+
+def invert_images(inverter: InversionMethod, paths: Sequence[str | Path], out: str | Path,
+                  batch_size: int = 64) -> list[Path]:
+    """Reconstruct image files (resized and centre-cropped to the inverter's image size).
+
+    Returns:
+        The PNG files written, one per input, named after the input's stem.
+    """
+    written: list[Path] = []
+    names = unique_names([Path(p).stem for p in paths])  # over all batches: a/x.jpg and b/x.jpg never collide
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        images = load_images(chunk, inverter.image_size)
+        written += write_images(inverter.reconstruct(images), names[start:start + batch_size], out)
+    return written
+
+
+def invert_features(inverter: InversionMethod, path: str | Path, out: str | Path, key: str = "features") -> list[Path]:
+    """Decode features stored in a safetensors file under ``key`` (shape ``(B, *feature shape)``).
+
+    Returns:
+        The PNG files written: ``features-0.png``, ``features-1.png``, …
+    """
+    tensors = load_tensors(Path(path))
+    if key not in tensors:
+        raise CheckpointError(f"{path} has no tensor {key!r} (it has: {', '.join(tensors) or 'none'})")
+    features = tensors[key]
+    if features.dim() == len(inverter.spec.shape):
+        features = features.unsqueeze(0)
+    with torch.no_grad():
+        images = inverter.decode(features)
+    return write_images(images, [f"features-{i}" for i in range(images.shape[0])], out)
