@@ -148,7 +148,7 @@ class _TinyEncoder(DeferredWeights, Representation):
             torch.manual_seed(0)
             self.model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=4, padding=1), torch.nn.ReLU(),
                                              torch.nn.Dropout(0.5))
-        self.defer_weights(weights)
+        self.defer_weights(weights, rebuildable=weights is None)  # seeded: only a local file must be saved
 
     def fetch_weights(self, source: str) -> tuple[dict[str, torch.Tensor], str]:
         return read_state_dict(source, "tiny-encoder weights file"), f"tiny-encoder weights file {source!r}"

@@ -162,7 +162,8 @@ class AlexNetLayer(DeferredWeights, Representation):
                     tensor.zero_()
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)
-        self.defer_weights(None if self.weights == "none" else self.weights)
+        self.defer_weights(None if self.weights == "none" else self.weights,
+                           rebuildable=self.weights == "imagenet")
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:

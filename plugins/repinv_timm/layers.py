@@ -305,7 +305,8 @@ class TimmLayer(DeferredWeights, Representation):
         std = torch.tensor(data["std"], dtype=torch.float32).view(1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
-        self.defer_weights(None if self.weights == "none" else self.weights)
+        self.defer_weights(None if self.weights == "none" else self.weights,
+                           rebuildable=self.weights == "pretrained")
         self.eval()  # a feature extractor: dropout and batch statistics only when someone trains it
 
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:

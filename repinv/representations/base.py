@@ -130,6 +130,22 @@ class Representation(nn.Module, ABC):
         """JSON-able options that rebuild this representation with :func:`create_representation`."""
         return {}
 
+    @property
+    def weights_from_options(self) -> bool:
+        """Whether :meth:`config` alone rebuilds this representation's weights and buffers (fixed filters, a named
+        pretrained source). When ``False`` (random initialization, a local weights file), a run stores them in its
+        directory, so loading the run needs neither the file nor the network."""
+        return True
+
+    def load_weights(self) -> Representation:
+        """Fetch what the representation loads on first use (e.g. pretrained weights) now, so that a failed
+        download comes before any work is done. The base class loads nothing.
+
+        Returns:
+            ``self``.
+        """
+        return self
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, differentiable={self.differentiable}, per_image={self.per_image}"
 

@@ -179,15 +179,28 @@ class DeferredWeights(nn.Module, ABC):
 
     model: nn.Module
 
-    def defer_weights(self, source: str | None) -> None:
-        """Remember where the weights come from (``None``: the model keeps the ones it has)."""
+    def defer_weights(self, source: str | None, *, rebuildable: bool) -> None:
+        """Remember where the weights come from.
+
+        Args:
+            source: what :meth:`fetch_weights` reads (``None``: the model keeps the weights it has).
+            rebuildable: whether the options alone give these weights again anywhere (a named, downloadable
+                source); otherwise (random initialization, a local file) a run saves them
+                (:attr:`~repinv.Representation.weights_from_options`).
+        """
         self._pending = source
+        self._rebuildable = rebuildable
         # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
         self.register_load_state_dict_post_hook(_weights_arrived)
 
     @abstractmethod
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
         """The state dict of ``self.model`` from ``source``, and how to name it in errors."""
+
+    @property
+    def weights_from_options(self) -> bool:
+        """Whether the options alone rebuild the weights (see :meth:`defer_weights`)."""
+        return self._rebuildable
 
     @property
     def weights_pending(self) -> bool:

@@ -36,7 +36,6 @@ from repinv.pictures import write_pairs_grid
 from repinv.progress import progress_bar
 from repinv.registry.factories import build_decoder, create_representation
 from repinv.representations.base import Representation
-from repinv.representations.networks import DeferredWeights
 from repinv.training import distributed
 from repinv.training.allocator import keep_freed_memory
 from repinv.training.config import TrainConfig, epochs_over_steps, learning_rate_factor
@@ -88,8 +87,7 @@ def _encoder_needs_saving(config: TrainConfig, representation: Representation) -
     """Representation weights are saved unless the representation rebuilds them by name (e.g. from a hub)."""
     if not representation.state_dict():
         return False
-    named = str(config.rep_options.get("weights", "default")) in {"default", "imagenet", "pretrained"}
-    return config.finetune_encoder or not named
+    return config.finetune_encoder or not representation.weights_from_options
 
 
 def _decoder_options(config: TrainConfig) -> dict[str, Any]:
@@ -113,7 +111,7 @@ class _Trainer:
         self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
         # A resumed run whose encoder weights are in its directory needs neither the network nor the original file.
         self.saved_encoder = resuming and (config.finetune_encoder or (run / "encoder.safetensors").is_file())
-        if isinstance(self.representation, DeferredWeights) and not self.saved_encoder:
+        if not self.saved_encoder:
             # Now rather than at the first step: a failed download must not leave a half-made run directory.
             self.representation.load_weights()
         if config.finetune_encoder and not self.representation.differentiable:
