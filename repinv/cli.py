@@ -18,6 +18,7 @@ from repinv.errors import RepinvError
 from repinv.options import parse_options
 from repinv.progress import console
 from repinv.registry.manager import get_registry
+from repinv.rundir import RunDir
 from repinv.training.config import list_recipes, make_config
 
 __all__ = ["cli", "main"]
@@ -198,29 +199,30 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help="JSON results (default RUN/evaluation.json).")
+@click.option("--out", type=click.Path(dir_okay=False), help=f"JSON results (default {RunDir('RUN').evaluation_file}).")
 @click.option("--grid", type=click.Path(dir_okay=False),
-              help="PNG of the first 8 test images beside their reconstructions (default RUN/evaluation.png).")
+              help=f"PNG of the first 8 test images beside their reconstructions (default {RunDir('RUN').evaluation_grid}).")
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
     from repinv.analysis.evaluate import evaluate as score
+    from repinv.analysis.metrics import metric_columns
     from repinv.files import write_json
-    from repinv.inversion.decoder import load
+    from repinv.inversion.decoder import load_decoder
+    from repinv.rundir import RunDir
 
-    inverter = load(run, device)
-    grid_path = Path(grid) if grid else Path(run) / "evaluation.png"
+    inverter = load_decoder(run, device)
+    grid_path = Path(grid) if grid else RunDir(run).evaluation_grid
     result = score(inverter, list(data), batch_size=batch_size, limit=limit, workers=workers, show_progress=True,
                    grid=grid_path)
     result.update(checkpoint=str(run), data=list(data))
-    metrics = [("normalized_error", "normalized error ↓", "{:.4f}"), ("psnr", "PSNR dB ↑", "{:.2f}"),
-               ("ssim", "SSIM ↑", "{:.4f}"), ("feature_error", "feature-space error ↓", "{:.4f}")]
     baseline = result.get("mean_image", {})
     rows = [[label, fmt.format(result["decoder"][key]) if key in result["decoder"] else "–",
-             fmt.format(baseline[key]) if key in baseline else "–"] for key, label, fmt in metrics]
+             fmt.format(baseline[key]) if key in baseline else "–"]
+            for key, label, fmt in metric_columns([result["decoder"]])]
     console.print(_rows_table(f"{run} on {', '.join(data)} ({result['images']} images)",
                               ["metric", "decoder", "mean image"], rows))
-    path = Path(out) if out else Path(run) / "evaluation.json"
+    path = Path(out) if out else RunDir(run).evaluation_file
     write_json(path, result)
     console.print(f"wrote {path} and {grid_path}")
 
@@ -261,10 +263,12 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
         repinv analyze --checkpoint runs/hog --interpolate a.jpg b.jpg --steps 8
         repinv analyze --checkpoint runs/fc8 --data train/ --sample histogram --n 16 --alpha 2
     """
+    from repinv.analysis.metrics import metric_columns
     from repinv.analysis.random_features import sample_images
     from repinv.analysis.studies import REFERENCE, checkpoint_labels, slug, write_interpolation_strip
     from repinv.analysis.studies import analyze as study
-    from repinv.inversion.decoder import load
+    from repinv.inversion.decoder import load_decoder
+    from repinv.rundir import RunDir
 
     if list_only:
         rows = [[e.name, e.description, e.plugin] for e in get_registry().perturbations.values()]
@@ -272,21 +276,21 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
         return
     if not runs or (len(runs) > 1 and not out):
         raise click.UsageError("give --checkpoint RUN (and --out DIR when there are several)")
-    folder = Path(out) if out else Path(runs[0]) / "analysis"
+    folder = Path(out) if out else RunDir(runs[0]).analysis_folder
     if perturbations or not (interpolate or sample):
         result = study(list(runs), list(data), list(perturbations) or ["binarize", "dropout"], out=folder,
                        device=device, batch_size=batch_size, limit=limit, workers=workers, seed=seed,
                        show_progress=True)
-        columns = [("normalized_error", "{:.4f}"), ("psnr", "{:.2f}"), ("ssim", "{:.4f}"), ("feature_change", "{:.3f}")]
         for entry in result["checkpoints"]:
             named = {**entry["results"], **({"mean image": entry["baseline"]} if entry["baseline"] else {})}
-            rows = [[name] + [fmt.format(scores[key]) if key in scores else "–" for key, fmt in columns]
+            columns = metric_columns(list(named.values()))
+            rows = [[name] + [fmt.format(scores[key]) if key in scores else "–" for key, _, fmt in columns]
                     for name, scores in named.items()]
             console.print(_rows_table(f"{entry['label']} on {', '.join(data)} ({entry['images']} images)",
-                                      ["features", "normalized error ↓", "PSNR dB ↑", "SSIM ↑", "‖Φ′−Φ‖/‖Φ‖"], rows))
+                                      ["features", *(label for _, label, _ in columns)], rows))
         console.print(f"reference row: {REFERENCE}; wrote {', '.join(result['files'])}")
     for run, label in zip(runs, checkpoint_labels(list(runs)) if interpolate or sample else []):
-        inverter = load(run, device)
+        inverter = load_decoder(run, device)
         if interpolate:
             strip = folder / f"interpolation-{slug(label)}.png"
             console.print(f"wrote {write_interpolation_strip(inverter, *interpolate, strip, steps)}")

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repinv.errors import InvalidOption, ShapeError, nearest_first
-from repinv.options import size_pair
+from repinv.errors import InvalidOption, ShapeError
+from repinv.options import Option, size_pair, validate_options
 from repinv.registry.hookspecs import hookimpl
 from repinv.representations.base import FeatureSpec, as_feature_spec
 from repinv.utils import check_shape
@@ -29,11 +29,11 @@ __all__ = [
     "Decoder",
     "conv_decoder",
     "fc_decoder",
-    "build_decoder",
-    "decoder_from_config",
     "up_steps",
     "auto_contract",
     "level_channels",
+    "CONV_OPTIONS",
+    "FC_OPTIONS",
 ]
 
 KERNEL = 5  # every convolution and up-convolution is 5x5, as in the paper
@@ -241,43 +241,32 @@ def _up_path(layers: OrderedDict[str, nn.Module], channels: int, steps: int, wid
 # ---------------------------------------------------------------------------------------------------------- options
 
 
-def _options(decoder: str, given: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge options over defaults, refusing unknown names with the valid ones listed (nearest first)."""
-    unknown = [key for key in given if key not in defaults]
-    if unknown:
-        valid = ", ".join(nearest_first(unknown[0], list(defaults)))
-        raise InvalidOption(f"unknown option {unknown[0]!r} for the {decoder} decoder; valid options: {valid}")
-    return {**defaults, **given}
+#: The ``width`` option of both decoders.
+_WIDTH = Option("width", 1.0, float, "scales every channel count (1.0: the paper's)", above=0)
+#: The ``max_channels`` option of both decoders ("auto" or null: ``round(256 * width)``).
+_MAX_CHANNELS = Option("max_channels", None, int, "the most channels of a layer ('auto': round(256 * width))",
+                       minimum=1, optional=True, keywords=("auto",))
+
+#: The options of the ``conv`` decoder.
+CONV_OPTIONS = (
+    _WIDTH,
+    _MAX_CHANNELS,
+    Option("convs", DEFAULT_CONVS, int, "stride-1 convolutions at the input resolution", minimum=0),
+    Option("contract", "auto", int, "stride-2 convolutions before the up-convolutions ('auto': auto_contract)",
+           minimum=0, optional=True, keywords=("auto",)),
+)
+#: The options of the ``fc`` decoder.
+FC_OPTIONS = (
+    _WIDTH,
+    _MAX_CHANNELS,
+    Option("hidden", None, int, "units of each fully connected layer but the last ('auto': round(4096 * width))",
+           minimum=1, optional=True, keywords=("auto",)),
+)
 
 
-def _number(decoder: str, key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise InvalidOption(f"option {key} of the {decoder} decoder must be a number > 0, got {value!r}")
-    return float(value)
-
-
-def _integer(decoder: str, key: str, value: Any, minimum: int) -> int:
-    """An integer option; an integral float (``2.0`` from JSON) counts."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidOption(f"option {key} of the {decoder} decoder must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _auto_integer(decoder: str, key: str, value: Any, minimum: int) -> int | None:
-    """An integer option that may be ``None`` or ``"auto"`` (returned as ``None``: the rule decides)."""
-    if value is None or value == "auto":
-        return None
-    try:
-        return _integer(decoder, key, value, minimum)
-    except InvalidOption:
-        raise InvalidOption(f"option {key} of the {decoder} decoder must be an integer >= {minimum} or 'auto', "
-                            f"got {value!r}") from None
-
-
-
-
+def _automatic(value: int | str | None) -> int | None:
+    """An option's number, or ``None`` where it is left to the sizing rule (``"auto"`` or null)."""
+    return None if value is None or value == "auto" else int(value)
 
 
 # ---------------------------------------------------------------------------------------------------------- builders
@@ -307,13 +296,11 @@ def conv_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any
     if spec.kind != "map":
         raise InvalidOption(f"the conv decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
                             "use the fc decoder (decoder='fc', or leave the decoder unset to choose automatically)")
-    merged = _options("conv", options, {"width": 1.0, "max_channels": None, "convs": DEFAULT_CONVS,
-                                        "contract": "auto"})
-    width = _number("conv", "width", merged["width"])
-    cap = _auto_integer("conv", "max_channels", merged["max_channels"], 1)
+    merged = validate_options("conv decoder", options, CONV_OPTIONS)
+    width, convs = merged["width"], merged["convs"]
+    cap = _automatic(merged["max_channels"])
     cap = max(1, round(MAX_CHANNELS * width)) if cap is None else cap
-    convs = _integer("conv", "convs", merged["convs"], 0)
-    contract = _auto_integer("conv", "contract", merged["contract"], 0)
+    contract = _automatic(merged["contract"])
     if contract is None:
         contract = auto_contract(spec.shape, output)
 
@@ -355,11 +342,11 @@ def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) 
         input ``(B, *spec.shape)``; output ``(B, 3, H, W)``.
     """
     spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
-    merged = _options("fc", options, {"width": 1.0, "max_channels": None, "hidden": None})
-    width = _number("fc", "width", merged["width"])
-    cap = _auto_integer("fc", "max_channels", merged["max_channels"], 1)
+    merged = validate_options("fc decoder", options, FC_OPTIONS)
+    width = merged["width"]
+    cap = _automatic(merged["max_channels"])
     cap = max(1, round(MAX_CHANNELS * width)) if cap is None else cap
-    hidden = _auto_integer("fc", "hidden", merged["hidden"], 1)
+    hidden = _automatic(merged["hidden"])
     hidden = max(1, round(FC_UNITS * width)) if hidden is None else hidden
 
     steps = up_steps((FC_START, FC_START), output)
@@ -377,10 +364,6 @@ def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) 
 
 
 # ---------------------------------------------------------------------------------------------------------- registry
-
-
-
-
 
 
 @hookimpl

@@ -1,18 +1,7 @@
-"""Run directories: self-describing checkpoints in safetensors and JSON, written atomically.
+"""Files repinv writes: atomically (a temporary sibling, then a rename), as safetensors with JSON metadata or as
+JSON, never as pickles; and read back strictly, with errors that say what differs.
 
-A run directory holds:
-
-* ``decoder.safetensors`` — decoder weights; its metadata key ``repinv`` is one JSON string describing the run
-  (version, representation name and options, decoder name and config, image and output size, training config,
-  step, metrics), so the file alone rebuilds the model;
-* ``encoder.safetensors`` — representation weights, when they are not reproducible by name;
-* ``mean_image.safetensors`` — the mean training image, the baseline evaluation prints beside the decoder;
-* ``state.safetensors`` + ``state.json`` — what ``--resume`` continues from: model and optimizer tensors and RNG
-  states in one file whose metadata holds step and data position (so a kill can never pair tensors of one step
-  with counters of another); ``state.json`` is a readable copy;
-* ``metrics.jsonl``, ``samples/step-N.png``, ``best/`` (the best validation checkpoint, same layout).
-
-Nothing here is a pickle.
+The run directory's layout is :mod:`repinv.rundir`'s; this module knows no file names.
 """
 
 from __future__ import annotations
@@ -39,8 +28,6 @@ __all__ = [
     "read_metadata",
     "load_tensors",
     "load_into",
-    "optimizer_to_tensors",
-    "optimizer_from_tensors",
 ]
 
 METADATA_KEY = "repinv"
@@ -76,7 +63,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSON-lines log such as ``metrics.jsonl``, skipping any line that does not parse (a run
+    """The records of a JSON-lines log such as a run's training log, skipping any line that does not parse (a run
     killed while writing leaves its last line cut short)."""
     records = []
     for line in path.read_text().splitlines():

@@ -15,7 +15,7 @@ from repinv.inversion.linear import (
     load_linear,
     solve_ridge,
 )
-from repinv.inversion.mean import mean_image_of
+from repinv.inversion.mean import load_mean_image
 
 
 def _problem(n: int = 300, d: int = 12, p: int = 7, noise: float = 0.01, seed: int = 0):
@@ -88,7 +88,7 @@ def test_fit_save_load_round_trip(tmp_path, photo_folder):
     torch.testing.assert_close(loaded.reconstruct(images), model.reconstruct(images))
     assert loaded.metadata["ridge"]["relative"] == 0.01 and loaded.metadata["images"] == 12
     assert loaded.reconstruct(images).shape == (3, 3, 16, 16)
-    torch.testing.assert_close(mean_image_of(run), model.mean_image)
+    torch.testing.assert_close(load_mean_image(run, "cpu").mean_image, model.mean_image)
 
 
 def test_automatic_ridge_holds_images_out(tmp_path, photo_folder):

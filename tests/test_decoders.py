@@ -270,17 +270,17 @@ def test_third_party_decoder_through_the_registry() -> None:
 
 
 @pytest.mark.parametrize("builder, options, match", [
-    (conv_decoder, {"widht": 0.5}, "unknown option 'widht' for the conv decoder; valid options: width"),
-    (fc_decoder, {"contract": 1}, "unknown option 'contract' for the fc decoder"),
-    (conv_decoder, {"width": 0}, "width .* must be a number > 0"),
+    (conv_decoder, {"widht": 0.5}, "unknown conv decoder option widht; valid options: width, "),
+    (fc_decoder, {"contract": 1}, "unknown fc decoder option contract; valid options: "),
+    (conv_decoder, {"width": 0}, "conv decoder option width must be a positive number, got 0"),
     (conv_decoder, {"width": -1.0}, "width"),
     (conv_decoder, {"width": float("nan")}, "width"),
     (conv_decoder, {"width": "wide"}, "width"),
     (conv_decoder, {"width": True}, "width"),
-    (conv_decoder, {"contract": -1}, "contract .* integer >= 0 or 'auto'"),
+    (conv_decoder, {"contract": -1}, "contract must be a non-negative integer, 'auto' or null, got -1"),
     (conv_decoder, {"contract": 1.5}, "contract"),
     (conv_decoder, {"contract": "two"}, "contract"),
-    (conv_decoder, {"convs": "3"}, "convs .* integer >= 0"),
+    (conv_decoder, {"convs": "3"}, "convs must be a non-negative integer, got '3'"),
     (conv_decoder, {"convs": False}, "convs"),
     (conv_decoder, {"max_channels": 0}, "max_channels"),
     (fc_decoder, {"hidden": 0}, "hidden"),

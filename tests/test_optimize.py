@@ -80,14 +80,15 @@ def test_total_variation_matches_its_formula():
     assert total_variation(x, 1.0).item() == pytest.approx(10 ** 0.5 + 6 + 4, rel=1e-4)
 
 
-@pytest.mark.parametrize("options, fragment", [({"step": 3}, "unknown optimize option step"),
-                                               ({"lr": -1}, "lr must be positive"),
-                                               ({"momentum": 1.5}, "momentum must be below 1"),
-                                               ({"momentum": "abc"}, "momentum must be a number, got 'abc'"),
-                                               ({"tv_bound": "abc"}, "tv_bound must be a number"),
-                                               ({"steps": 2.5}, "steps must be an integer"),
-                                               ({"lr": float("nan")}, "lr must be a number"),
-                                               ({"clip": "yes"}, "clip must be true or false")])
+@pytest.mark.parametrize("options, fragment", [
+    ({"step": 3}, "unknown optimize option step; valid options: steps, "),
+    ({"lr": -1}, "optimize option lr must be a positive number, got -1"),
+    ({"momentum": 1.5}, r"momentum must be a number in \[0, 1\), got 1.5"),
+    ({"momentum": "abc"}, r"momentum must be a number in \[0, 1\), got 'abc'"),
+    ({"tv_bound": "abc"}, "tv_bound must be a positive number or null, got 'abc'"),
+    ({"steps": 2.5}, "steps must be a positive integer, got 2.5"),
+    ({"lr": float("nan")}, "lr must be a positive number, got nan"),
+    ({"clip": "yes"}, "clip must be true or false, got 'yes'")])
 def test_bad_settings_are_refused(options, fragment):
     with pytest.raises(InvalidOption, match=fragment):
         OptimizeSettings.from_options(options)

@@ -42,13 +42,13 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.options import with_defaults
+from repinv.errors import ShapeError, UnknownVariant, WeightsUnavailable
+from repinv.options import Option, option_defaults, validate_options
 from repinv.representations.base import FeatureSpec, Representation
 from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
 from repinv.utils import check_images
 
-__all__ = ["AlexNetLayer", "LAYERS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
+__all__ = ["AlexNetLayer", "LAYERS", "OPTIONS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
 
 #: The paper's layers and the torchvision modules whose outputs they are.
 LAYERS: dict[str, str] = {
@@ -61,8 +61,14 @@ LAYERS: dict[str, str] = {
     "fc7": "classifier.5",
     "fc8": "classifier.6",
 }
-#: Options and their defaults; :meth:`AlexNetLayer.config` returns all of them.
-DEFAULTS: dict[str, Any] = {"weights": "imagenet", "seed": 0}
+#: The options of ``alexnet``; :meth:`AlexNetLayer.config` returns all of them. ``weights`` is checked by
+#: ``parse_weights``, which also makes a path absolute.
+OPTIONS = (
+    Option("weights", "imagenet", object, "imagenet (torchvision's), none (random, seeded) or a weights file"),
+    Option("seed", 0, int, "seeds the random initialization"),
+)
+#: Options and their defaults.
+DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
 #: The network's input size ``(H, W)``: torchvision's AlexNet weights were trained on 224x224 crops.
 INPUT_SIZE = (224, 224)
 # ImageNet statistics, those of torchvision's AlexNet_Weights.IMAGENET1K_V1.transforms().
@@ -143,8 +149,7 @@ class AlexNetLayer(DeferredWeights, Representation):
             self.layer, self.module_name = layer, layer
         else:
             raise UnknownVariant(layer, available=[*LAYERS, *layer_names()])
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InvalidOption(f"alexnet option seed must be an integer, got {seed!r}")
+        seed = validate_options("alexnet", {"weights": weights, "seed": seed}, OPTIONS)["seed"]
         self.name = f"alexnet:{layer}"
         self.weights, self.seed = parse_weights(weights, "alexnet", "imagenet"), seed
         if self.weights == "none":
@@ -220,5 +225,4 @@ def create_alexnet(variant: str | None = None, **options: Any) -> AlexNetLayer:
     """
     if variant is None:
         raise UnknownVariant(None, available=list(LAYERS))
-    options = with_defaults("alexnet", options, DEFAULTS)
-    return AlexNetLayer(variant, **options)
+    return AlexNetLayer(variant, **validate_options("alexnet", options, OPTIONS))

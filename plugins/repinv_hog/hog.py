@@ -30,15 +30,22 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.options import with_defaults
+from repinv.errors import ShapeError, UnknownVariant
+from repinv.options import Option, option_defaults, validate_options
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
 from repinv.utils import check_images
 
-__all__ = ["HOG", "DEFAULTS", "create_hog", "hog_uoctti", "hog_grid_size", "direction_table"]
+__all__ = ["HOG", "OPTIONS", "DEFAULTS", "create_hog", "hog_uoctti", "hog_grid_size", "direction_table"]
 
-#: Options and their defaults; ``HOG.config()`` returns all of them.
-DEFAULTS: dict[str, Any] = {"cell_size": 8, "orientations": 9, "bilinear_orientations": False}
+#: The options of ``hog``; ``HOG.config()`` returns all of them.
+OPTIONS = (
+    Option("cell_size", 8, int, "cell side in pixels (VLFeat's cellSize; 8 in the paper)", minimum=1),
+    Option("orientations", 9, int, "undirected orientations n (VLFeat's numOrientations; 9 in the paper)",
+           minimum=1),
+    Option("bilinear_orientations", False, bool, "split each gradient between its two nearest orientations"),
+)
+#: Options and their defaults.
+DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
 
 # VLFeat multiplies by the float 1.0f / sqrtf(18.0f), whatever the number of orientations.
 _TEXTURE_SCALE = float(torch.tensor(1.0 / math.sqrt(18.0), dtype=torch.float32))
@@ -358,12 +365,11 @@ class HOG(Representation):
 
     def __init__(self, cell_size: int = 8, orientations: int = 9, bilinear_orientations: bool = False) -> None:
         super().__init__()
-        self.cell_size = _positive_int("cell_size", cell_size)
-        self.orientations = _positive_int("orientations", orientations)
-        if not isinstance(bilinear_orientations, bool):
-            raise InvalidOption(f"hog option bilinear_orientations must be true or false, "
-                                f"got {bilinear_orientations!r}")
-        self.bilinear_orientations = bilinear_orientations
+        options = validate_options("hog", {"cell_size": cell_size, "orientations": orientations,
+                                           "bilinear_orientations": bilinear_orientations}, OPTIONS)
+        self.cell_size: int = options["cell_size"]
+        self.orientations: int = options["orientations"]
+        self.bilinear_orientations: bool = options["bilinear_orientations"]
         self._geometry: dict[tuple[Any, ...], Geometry] = {}
 
     @property
@@ -425,12 +431,6 @@ class HOG(Representation):
         return self._geometry[key]
 
 
-def _positive_int(option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidOption(f"hog option {option} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def create_hog(variant: str | None = None, **options: Any) -> HOG:
     """The ``hog`` factory: validate the options and build :class:`HOG`.
 
@@ -448,4 +448,4 @@ def create_hog(variant: str | None = None, **options: Any) -> HOG:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    return HOG(**with_defaults("hog", options, DEFAULTS))
+    return HOG(**validate_options("hog", options, OPTIONS))

@@ -32,16 +32,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from repinv.errors import InvalidOption, ShapeError, UnknownVariant
-from repinv.options import with_defaults
+from repinv.errors import ShapeError, UnknownVariant
+from repinv.options import Option, option_defaults, validate_options
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
 from repinv.utils import check_images
 
-__all__ = ["LBP", "DEFAULTS", "DIMENSION", "NEIGHBOURS", "create_lbp", "lbp_uniform", "lbp_codes",
+__all__ = ["LBP", "OPTIONS", "DEFAULTS", "DIMENSION", "NEIGHBOURS", "create_lbp", "lbp_uniform", "lbp_codes",
            "lbp_grid_size", "uniform_mapping"]
 
-#: Options and their defaults; ``LBP.config()`` returns all of them.
-DEFAULTS: dict[str, Any] = {"cell_size": 16}
+#: The options of ``lbp``; ``LBP.config()`` returns all of them.
+OPTIONS = (Option("cell_size", 16, int, "cell side in pixels (VLFeat's cellSize; 16 in the paper)", minimum=1),)
+#: Options and their defaults.
+DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
 
 #: Bins per cell: 56 uniform patterns, one for the two constant ones, one for all the others.
 DIMENSION = 58
@@ -250,9 +252,7 @@ class LBP(Representation):
 
     def __init__(self, cell_size: int = 16) -> None:
         super().__init__()
-        if isinstance(cell_size, bool) or not isinstance(cell_size, int) or cell_size < 1:
-            raise InvalidOption(f"lbp option cell_size must be a positive integer, got {cell_size!r}")
-        self.cell_size = int(cell_size)
+        self.cell_size: int = validate_options("lbp", {"cell_size": cell_size}, OPTIONS)["cell_size"]
         self._geometry: dict[tuple[Any, ...], Geometry] = {}
 
     @property
@@ -334,4 +334,4 @@ def create_lbp(variant: str | None = None, **options: Any) -> LBP:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    return LBP(**with_defaults("lbp", options, DEFAULTS))
+    return LBP(**validate_options("lbp", options, OPTIONS))

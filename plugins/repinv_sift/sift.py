@@ -58,13 +58,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repinv.errors import InvalidOption, UnknownVariant
-from repinv.options import with_defaults
+from repinv.errors import UnknownVariant
+from repinv.options import Option, option_defaults, validate_options
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
 from repinv.utils import check_images
 
 __all__ = [
     "SIFT",
+    "OPTIONS",
     "DEFAULTS",
     "DESCRIPTOR_SIZE",
     "DESCRIPTOR_SCALE",
@@ -78,8 +79,13 @@ __all__ = [
     "cell_features",
 ]
 
-#: Options and their defaults; ``SIFT.config()`` returns all of them.
-DEFAULTS: dict[str, Any] = {"cell_size": 4, "seed": 0}
+#: The options of ``sift``; ``SIFT.config()`` returns all of them.
+OPTIONS = (
+    Option("cell_size", 4, int, "cell side d in pixels (4 in the paper)", minimum=1),
+    Option("seed", 0, int, "mixed with a hash of each image to choose among several keypoints in a cell", minimum=0),
+)
+#: Options and their defaults.
+DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
 #: Length of a SIFT descriptor (4 x 4 spatial bins x 8 orientations).
 DESCRIPTOR_SIZE = 128
 #: OpenCV's descriptors are 512 times Lowe's unit-norm clipped vector; this undoes it.
@@ -257,8 +263,9 @@ class SIFT(Representation):
 
     def __init__(self, cell_size: int = 4, seed: int = 0) -> None:
         super().__init__()
-        self.cell_size = _integer("cell_size", cell_size, least=1)
-        self.seed = _integer("seed", seed, least=0)
+        options = validate_options("sift", {"cell_size": cell_size, "seed": seed}, OPTIONS)
+        self.cell_size: int = options["cell_size"]
+        self.seed: int = options["seed"]
 
     @property
     def dimension(self) -> int:
@@ -295,13 +302,6 @@ class SIFT(Representation):
         return ", ".join(f"{key}={value}" for key, value in self.config().items())
 
 
-def _integer(option: str, value: Any, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        kind = "a positive integer" if least == 1 else "a non-negative integer"
-        raise InvalidOption(f"sift option {option} must be {kind}, got {value!r}")
-    return int(value)
-
-
 def create_sift(variant: str | None = None, **options: Any) -> SIFT:
     """The ``sift`` factory: validate the options and build :class:`SIFT`.
 
@@ -318,4 +318,4 @@ def create_sift(variant: str | None = None, **options: Any) -> SIFT:
     """
     if variant is not None:
         raise UnknownVariant(variant, available=[])
-    return SIFT(**with_defaults("sift", options, DEFAULTS))
+    return SIFT(**validate_options("sift", options, OPTIONS))

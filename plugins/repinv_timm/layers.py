@@ -50,22 +50,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
-from repinv.options import with_defaults
+from repinv.options import Option, option_defaults, option_error, validate_options
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
 from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
 from repinv.utils import check_images
 
-__all__ = ["TimmLayer", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm", "timm_variants",
-           "featured_layers", "to_features", "hub_reachable"]
+__all__ = ["TimmLayer", "OPTIONS", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm",
+           "timm_variants", "featured_layers", "to_features", "hub_reachable"]
 
-#: Options and their defaults; :meth:`TimmLayer.config` returns all of them.
-DEFAULTS: dict[str, Any] = {"weights": "pretrained", "seed": 0, "layout": "auto", "tag": None}
+#: How a 4-D output is read: from its shape, or as given.
+LAYOUTS = ("auto", "NCHW", "NHWC")
+#: The options of ``timm``; :meth:`TimmLayer.config` returns all of them. ``weights`` is checked by
+#: ``parse_weights`` (which also makes a path absolute), ``tag`` against the model's pretrained tags.
+OPTIONS = (
+    Option("weights", "pretrained", object, "pretrained (timm's), none (random, seeded) or a weights file"),
+    Option("seed", 0, int, "seeds the random initialization"),
+    Option("layout", "auto", LAYOUTS, "how a 4-D output is read"),
+    Option("tag", None, str, "the pretrained tag (null: timm's default, recorded)", optional=True),
+)
+#: Options and their defaults.
+DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
 #: Layer names for the head, besides module names.
 HEAD_LAYERS = ("pooled", "logits")
 #: The model whose layers the registry lists when asked without a model name.
 EXAMPLE_MODEL = "resnet18"
-#: File suffixes taken as a local weights file.
-LAYOUTS = ("auto", "NCHW", "NHWC")
 
 
 class UnknownModel(UnknownVariant):
@@ -266,18 +274,18 @@ class TimmLayer(DeferredWeights, Representation):
     def __init__(self, model_name: str, layer: str, weights: Any = "pretrained", seed: int = 0,
                  layout: str = "auto", tag: str | None = None) -> None:
         super().__init__()
+        options = validate_options("timm", {"weights": weights, "seed": seed, "layout": layout, "tag": tag}, OPTIONS)
+        seed, layout, tag = options["seed"], options["layout"], options["tag"]
         if not timm.is_model(model_name):
             raise UnknownModel(model_name, available=timm.list_models())
         base, _, named_tag = model_name.partition(".")
         if tag is not None:
             tags = [name.partition(".")[2] for name in timm.list_pretrained(f"{base}.*")]
-            if tag not in tags or (named_tag and tag != named_tag):
-                raise InvalidOption(f"timm option tag {tag!r} is not a pretrained tag of {model_name}; its tags: "
-                                    f"{', '.join(tags) or 'none'}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise InvalidOption(f"timm option seed must be an integer, got {seed!r}")
-        if layout not in LAYOUTS:
-            raise InvalidOption(f"timm option layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+            if named_tag and tag != named_tag:
+                raise option_error("timm", "tag", f"{named_tag!r} (the tag in {model_name}) or null", tag)
+            if tag not in tags:
+                raise option_error("timm", "tag", f"a pretrained tag of {model_name} ({', '.join(tags) or 'none'}) "
+                                                  "or null", tag)
         self.model_name, self.layer, self.seed, self.layout = model_name, layer, seed, layout
         self.weights = parse_weights(weights, "timm", "pretrained", " in timm's key format")
         self.name = f"timm:{model_name}:{layer}"
@@ -414,7 +422,7 @@ def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
             (the model's main layers listed, nearest first).
         InvalidOption: an unknown option, or a bad value.
     """
-    options = with_defaults("timm", options, DEFAULTS)
+    options = validate_options("timm", options, OPTIONS)
     if not variant:
         raise UnknownModel(None)
     model_name, sep, layer = variant.partition(":")

@@ -20,37 +20,33 @@ with one shared :class:`ErrorScale`.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-from repinv.analysis.metrics import ErrorScale, MethodScores
+from repinv.analysis.metrics import METRICS as ALL_METRICS
+from repinv.analysis.scoring import Entry, score
 from repinv.data.sources import evaluation_loader
 from repinv.errors import InvalidOption
 from repinv.files import atomic_write
-from repinv.inversion.loading import load_inverter, run_identity
-from repinv.inversion.mean import mean_image_of
-from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings, optimize_images
-from repinv.pictures import GRID_ROWS, write_image_table
-from repinv.progress import progress_bar
+from repinv.inversion.base import InversionMethod
+from repinv.inversion.loading import load_inverter
+from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings
+from repinv.pictures import write_image_table
 from repinv.registry.factories import create_representation
 from repinv.representations.base import Representation
+from repinv.rundir import RunDir
 from repinv.utils import resolve_device
 
 __all__ = ["compare", "METHOD_KINDS", "METRICS"]
 
 METHOD_KINDS = ("decoder", "optimize", "linear", "mean")
-#: Reported metrics, in table order: (key, label, format, lower is better).
-METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
-           ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
-           ("seconds_per_image", "s / image ↓", "{:.3g}"))
+#: What a comparison reports, in table order (from the one list in :mod:`repinv.analysis.metrics`).
+METRICS = tuple(metric for metric in ALL_METRICS if metric[0] != "feature_change")
 
 
 @dataclass
@@ -58,11 +54,9 @@ class _Method:
     label: str  # as given, e.g. "decoder:runs/hog"
     kind: str
     run: str | None
-    inverter: Any = None  # has decode(features); None for the mean image
-    mean_image: Tensor | None = None
+    inverter: InversionMethod | None = None  # None until built (optimize is built for the shared representation)
     representation: dict[str, Any] | None = None  # {"name", "options"}
     image_size: tuple[int, int] | None = None
-    encoder: Representation | None = None  # a run's fine-tuned encoder: its decoder's input features come from it
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
@@ -92,23 +86,16 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
     methods: list[_Method] = []
     for spec, (kind, run) in zip(specs, parsed):
         method = _Method(spec, kind, run)
-        if kind in ("decoder", "linear"):
-            method.inverter = load_inverter(kind, run, device=device)
-        elif kind == "mean":
-            source = run or first_run
-            if source is None:
-                raise InvalidOption("method mean needs a run with a mean image: mean:RUN, or a decoder:RUN or "
-                                    "linear:RUN beside it")
-            method.mean_image = mean_image_of(source).to(device)
-            method.representation, method.image_size = run_identity(source)
-        if method.inverter is not None:
+        if kind == "mean" and not (run or first_run):
+            raise InvalidOption("method mean needs a run with a mean image: mean:RUN, or a decoder:RUN or "
+                                "linear:RUN beside it")
+        if kind != "optimize":
+            method.inverter = load_inverter(kind, run or first_run, device=device)
             meta_rep = method.inverter.metadata["representation"]
             method.representation = {"name": meta_rep["name"], "options": method.inverter.representation.config()}
             method.image_size = method.inverter.image_size
-            if method.inverter.metadata.get("training", {}).get("finetune_encoder"):
-                method.encoder = method.inverter.representation.eval()
-        elif kind == "optimize" and (run or first_run):
-            method.representation, method.image_size = run_identity(run or first_run)
+        elif run or first_run:
+            method.representation, method.image_size = RunDir(run or first_run).identity()
         methods.append(method)
     reference = next((m for m in methods if m.representation is not None), None)
     if reference is None:
@@ -127,8 +114,8 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
             raise InvalidOption(f"--image-size {image_size} differs from {reference.label}'s {size[0]}x{size[1]}")
     # A frozen run's representation module carries its weights (e.g. a local file's, which may have moved since);
     # without one, the representation is built by name.
-    trained = next((m.inverter.representation for m in methods if m.inverter is not None and m.encoder is None),
-                   None)
+    trained = next((m.inverter.representation for m in methods
+                    if m.kind in ("decoder", "linear") and m.inverter is not None and not m.inverter.own_encoder), None)
     features = (trained if trained is not None else
                 create_representation(identity["name"], **identity["options"])).to(device).eval()
     for method in methods:
@@ -143,25 +130,6 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
             method.inverter = OptimizationInverter(features, size, settings, device)
             method.representation, method.image_size = identity, size
     return methods, features, identity, (int(size[0]), int(size[1]))
-
-
-def _decode(method: _Method, features: Tensor, batch: int) -> Tensor:
-    if method.kind == "mean":
-        return method.mean_image.expand(batch, *method.mean_image.shape)
-    return method.inverter.decode(features)
-
-
-def _warm_up(method: _Method, features: Tensor) -> None:
-    if method.kind == "optimize":  # two iterations warm the kernels without paying for a whole optimization
-        quick = dataclasses.replace(method.inverter.settings, steps=2, phases=1)
-        optimize_images(method.inverter.representation, features, method.image_size, quick)
-    else:
-        _decode(method, features, features.shape[0])
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -211,41 +179,13 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
                                                            settings)
     loader = evaluation_loader(data, size, limit=limit, batch_size=batch_size, workers=workers,
                                pin_memory=target.type == "cuda")
-    dataset = loader.dataset
-    scale = ErrorScale(seed=seed)
-    scores = {m.label: MethodScores() for m in built}
-    seconds = {m.label: 0.0 for m in built}
-    shown: list[Tensor] = []
-    shown_columns: dict[str, Tensor] = {}
-    with progress_bar("comparing", total=len(dataset) * len(built), enabled=show_progress) as advance:
-        for index, images in enumerate(loader):
-            images = images.to(target, non_blocking=True)
-            with torch.no_grad():
-                features = representation(images)
-                own = {m.label: m.encoder(images) for m in built if m.encoder is not None}
-            scale.add(images, features)
-            for method in built:
-                advance(0, status=method.label)
-                given = own.get(method.label, features)
-                if index == 0:
-                    _warm_up(method, given)
-                _synchronize(target)
-                start = time.perf_counter()
-                reconstructions = _decode(method, given, images.shape[0])
-                _synchronize(target)
-                seconds[method.label] += time.perf_counter() - start
-                with torch.no_grad():
-                    recomputed = representation(reconstructions.clamp(0, 1))
-                scores[method.label].add(images, reconstructions, features, recomputed)
-                if index == 0:
-                    shown_columns[method.label] = reconstructions[:GRID_ROWS].detach().cpu()
-                advance(images.shape[0])
-            if index == 0:
-                shown.append(images[:GRID_ROWS].cpu())
-    rows = [{"method": m.label, "kind": m.kind, **scale.summarize(scores[m.label]),
-             "seconds_per_image": seconds[m.label] / len(dataset)} for m in built]
+    entries = [Entry(m.label, m.inverter) for m in built if m.inverter is not None]
+    scores = score(loader, representation, entries, total=len(loader.dataset), device=target, seed=seed, timed=True,
+                   show_progress=show_progress, description="comparing")
+    rows = [{"method": m.label, "kind": m.kind, **scores.metrics[m.label],
+             "seconds_per_image": scores.seconds_per_image[m.label]} for m in built]
     result: dict[str, Any] = {
-        "images": len(dataset), "data": [data] if isinstance(data, str) else list(data),
+        "images": scores.images, "data": [data] if isinstance(data, str) else list(data),
         "representation": identity,
         "image_size": list(size), "device": str(target), "batch_size": batch_size,
         "optimize": settings.to_dict() if any(m.kind == "optimize" for m in built) else None,
@@ -256,7 +196,8 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
         kinds = [m.kind for m in built]
         # short headers: the kind, with the run's folder name where a kind repeats
         headers = [m.kind if kinds.count(m.kind) == 1 else f"{m.kind}:{Path(m.run or '').name}" for m in built]
-        grid = write_image_table([shown[0], *(shown_columns[m.label] for m in built)], folder / "compare.png",
+        grid = write_image_table([scores.shown["images"], *(scores.shown[m.label] for m in built)],
+                                 folder / "compare.png",
                                  labels=["image", *headers])
         _write_csv(folder / "compare.csv", rows)
         result["files"] = {"json": "compare.json", "csv": "compare.csv", "grid": grid.name}

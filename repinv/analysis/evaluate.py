@@ -1,4 +1,4 @@
-"""Evaluation of a trained inverter on a test set, beside the mean-image baseline."""
+"""Evaluation of a trained inverter on a test set, beside the mean-image baseline (through the one scoring loop)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
-from repinv.analysis.metrics import ErrorScale, MethodScores
+from repinv.analysis.scoring import Entry, score
 from repinv.data.sources import evaluation_loader
-from repinv.inversion.decoder import Inverter
-from repinv.pictures import GRID_ROWS, write_pairs_grid
-from repinv.progress import progress_bar
+from repinv.inversion.base import InversionMethod
+from repinv.inversion.mean import MeanImageInverter
+from repinv.pictures import write_pairs_grid
 
 __all__ = ["evaluate"]
 
 
 
 @torch.no_grad()
-def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_size: int = 64,
+def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset, *, batch_size: int = 64,
              limit: int | None = None, workers: int = 0, show_progress: bool = False, seed: int = 0,
              grid: str | Path | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size).
@@ -48,24 +47,12 @@ def evaluate(inverter: Inverter, data: str | Sequence[str] | Dataset, *, batch_s
     """
     loader = evaluation_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers,
                                pin_memory=inverter.device.type == "cuda")
-    dataset = loader.dataset
-    scale, decoder, mean = ErrorScale(seed=seed), MethodScores(), MethodScores()
-    shown: tuple[Tensor, Tensor] | tuple[()] = ()
-    with progress_bar("evaluating", total=len(dataset), enabled=show_progress) as advance:
-        for images in loader:
-            images = images.to(inverter.device, non_blocking=True)
-            features = inverter.features(images)
-            reconstructions = inverter.decode(features)
-            scale.add(images, features)
-            decoder.add(images, reconstructions, features, inverter.features(reconstructions.clamp(0, 1)))
-            if inverter.mean_image is not None:
-                mean.add(images, inverter.mean_image.expand_as(images))
-            if grid is not None and not shown:
-                shown = (images[:GRID_ROWS], reconstructions[:GRID_ROWS])
-            advance(images.shape[0])
-    if shown:
-        write_pairs_grid(*shown, grid)
-    result: dict[str, Any] = {"images": len(dataset), "decoder": scale.summarize(decoder)}
+    entries = [Entry("decoder", inverter)]
     if inverter.mean_image is not None:
-        result["mean_image"] = scale.summarize(mean)
-    return result
+        entries.append(Entry("mean_image", MeanImageInverter(inverter.representation, inverter.mean_image),
+                             feature_error=False))
+    scores = score(loader, inverter.representation, entries, total=len(loader.dataset), device=inverter.device,
+                   seed=seed, show_progress=show_progress, description="evaluating")
+    if grid is not None:
+        write_pairs_grid(scores.shown["images"], scores.shown["decoder"], grid)
+    return {"images": scores.images, **scores.metrics}

@@ -21,7 +21,19 @@ from torch import Tensor
 
 from repinv.utils import check_shape
 
-__all__ = ["psnr", "ssim", "mean_pairwise_distance", "Reservoir", "MethodScores", "ErrorScale"]
+__all__ = ["METRICS", "metric_columns", "psnr", "ssim", "mean_pairwise_distance", "Reservoir", "MethodScores", "ErrorScale"]
+
+
+#: Every metric a result reports, in table order: (key, column label with its better direction, format). Results
+#: (evaluate, analyze, compare) and their tables and CSV files all use this one list.
+METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
+           ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
+           ("feature_change", "‖Φ′−Φ‖/‖Φ‖", "{:.3f}"), ("seconds_per_image", "s / image ↓", "{:.3g}"))
+
+
+def metric_columns(rows: list[dict[str, float]]) -> list[tuple[str, str, str]]:
+    """The entries of :data:`METRICS` that at least one of ``rows`` reports, in table order."""
+    return [metric for metric in METRICS if any(metric[0] in row for row in rows)]
 
 
 def psnr(images: Tensor, reconstructions: Tensor) -> Tensor:

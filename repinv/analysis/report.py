@@ -1,9 +1,8 @@
 """One self-contained HTML page about runs and results, readable without the terminal.
 
-For each run directory it shows the training curve (``metrics.jsonl``: training loss, and validation error when
-logged, against the step; drawn with matplotlib's Agg backend), the latest sample grids (``samples/step-N.png``),
-the evaluation (``evaluation.json`` and ``evaluation.png``), the settings (``config.json``) and every result file
-found in it. Result files (``*.json`` from ``repinv compare``, ``repinv analyze`` or ``repinv evaluate``) can also be
+For each run directory (:mod:`repinv.rundir`) it shows the training curve (the training log: training loss, and
+validation error when logged, against the step; drawn with matplotlib's Agg backend), the latest sample grids, the
+evaluation (its JSON and grid), the settings and every result file found in it. Result files (``*.json`` from ``repinv compare``, ``repinv analyze`` or ``repinv evaluate``) can also be
 given directly. A compare result becomes a table with its grid; any other result is shown as tables of its
 numbers, with every PNG it names (or that sits beside it with the same stem). Images are embedded as base64
 data URIs, so the page is one file that can be mailed or archived; it needs no JavaScript.
@@ -15,7 +14,6 @@ import base64
 import html
 import io
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,8 @@ from typing import Any
 from PIL import Image
 
 from repinv.errors import DataError
-from repinv.files import atomic_write, read_log
+from repinv.files import atomic_write
+from repinv.rundir import RunDir
 
 __all__ = ["report", "training_curve_png"]
 
@@ -72,7 +71,7 @@ def training_curve_png(records: Sequence[dict[str, Any]]) -> bytes | None:
     """A PNG of training loss (and validation normalized error, when logged) against the step.
 
     Args:
-        records: the lines of ``metrics.jsonl``.
+        records: the training log's records.
 
     Returns:
         PNG bytes, or None when there is nothing to plot.
@@ -166,16 +165,11 @@ def _result_section(path: Path) -> str:
     return title + _generic_section(result, path)
 
 
-def _step_of(path: Path) -> int:
-    match = re.search(r"(\d+)", path.stem)
-    return int(match.group(1)) if match else -1
-
-
 def _run_section(run: Path) -> str:
+    folder = RunDir(run)
     parts = [f"<h2>run {_e(run)}</h2>"]
-    metrics = run / "metrics.jsonl"
-    if metrics.is_file():
-        records = read_log(metrics)
+    records = folder.read_log()
+    if records:
         curve = training_curve_png(records)
         last = next((r for r in reversed(records) if "loss" in r), None)
         if curve:
@@ -184,17 +178,16 @@ def _run_section(run: Path) -> str:
             parts.append(f'<p class="note">last logged step {_e(last.get("step"))}: loss {_number(last["loss"])}, '
                          f'{_number(last.get("images_per_s", float("nan")))} images/s, '
                          f'{_number(last.get("elapsed", float("nan")))} s</p>')
-    samples = sorted((run / "samples").glob("step-*.png"), key=_step_of)[-LATEST_SAMPLES:]
+    samples = folder.sample_grids()[-LATEST_SAMPLES:]
     if samples:
         parts.append("<h3>samples (image | reconstruction)</h3>"
                      + "".join(_img(p.read_bytes(), p.stem) for p in samples))
-    results = sorted(p for p in run.glob("*.json") if p.name not in ("config.json", "state.json"))
-    parts += [_result_section(p) for p in results]
-    config = run / "config.json"
-    if config.is_file():
-        parts.append(f"<h3>settings</h3><pre>{_e(config.read_text())}</pre>")
+    parts += [_result_section(p) for p in folder.result_files()]
+    settings = folder.read_settings()
+    if settings is not None:
+        parts.append(f"<h3>settings</h3><pre>{_e(json.dumps(settings, indent=2, sort_keys=True))}</pre>")
     if len(parts) == 1:
-        parts.append('<p class="note">nothing to show: no metrics.jsonl, samples or results in this folder</p>')
+        parts.append('<p class="note">nothing to show: no training log, samples or results in this folder</p>')
     return "".join(parts)
 
 

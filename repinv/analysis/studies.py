@@ -23,24 +23,27 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from repinv.analysis.metrics import ErrorScale, MethodScores
 from repinv.analysis.perturbations import apply_perturbation, parse_perturbation
+from repinv.analysis.scoring import Entry, score
 from repinv.data.sources import evaluation_loader, load_images
 from repinv.errors import InvalidOption
-from repinv.files import atomic_write, read_metadata, write_json
-from repinv.inversion.decoder import Inverter, load
-from repinv.pictures import GRID_ROWS, write_image_table
-from repinv.progress import progress_bar
+from repinv.files import atomic_write, write_json
+from repinv.inversion.decoder import DecoderInverter, load_decoder
+from repinv.inversion.mean import MeanImageInverter
+from repinv.pictures import write_image_table
+from repinv.rundir import RunDir
 
 __all__ = ["REFERENCE", "perturbation_study", "analyze", "checkpoint_labels", "slug",
            "plot_per_layer", "interpolate", "write_interpolation_strip"]
 
 #: The key of the unperturbed reference row in every result.
 REFERENCE = "unperturbed"
+#: The mean image's row, reported apart from the perturbation rows as ``baseline``.
+MEAN_IMAGE = "mean image"
 
 
 @torch.no_grad()
-def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbations: Sequence[str], *,
+def perturbation_study(inverter: DecoderInverter, data: str | Sequence[str], perturbations: Sequence[str], *,
                        batch_size: int = 64, limit: int | None = None, workers: int = 0, seed: int = 0,
                        show_progress: bool = False, grid: str | Path | None = None) -> dict[str, Any]:
     """Reconstruction error from perturbed features, for one trained inverter.
@@ -75,54 +78,35 @@ def perturbation_study(inverter: Inverter, data: str | Sequence[str], perturbati
         apply_perturbation(text, probe, seed=seed)
     loader = evaluation_loader(data, inverter.image_size, limit=limit, batch_size=batch_size, workers=workers,
                                pin_memory=inverter.device.type == "cuda")
-    dataset = loader.dataset
-    scale, mean = ErrorScale(seed=seed), MethodScores()
-    scores = {name: MethodScores() for name in [REFERENCE, *perturbations]}
-    change = dict.fromkeys(perturbations, 0.0)
-    shown: list[Tensor] = []
-    first = 0
-    with progress_bar(f"perturbing {inverter.representation.name}", total=len(dataset),
-                      enabled=show_progress) as advance:
-        for images in loader:
-            images = images.to(inverter.device, non_blocking=True)
-            features = inverter.features(images)
-            reconstructions = {REFERENCE: inverter.decode(features)}
-            norms = features.flatten(1).float().norm(dim=1).clamp_min(1e-12)
-            for text in perturbations:
-                perturbed = apply_perturbation(text, features, seed=seed, first_index=first)
-                reconstructions[text] = inverter.decode(perturbed)
-                moved = (perturbed - features).flatten(1).float().norm(dim=1)
-                change[text] += (moved / norms).double().sum().item()
-            scale.add(images)
-            for name, reconstruction in reconstructions.items():
-                scores[name].add(images, reconstruction)
-            if inverter.mean_image is not None:
-                mean.add(images, inverter.mean_image.expand_as(images))
-            if grid is not None and not shown:
-                shown = [images[:GRID_ROWS], *(r[:GRID_ROWS] for r in reconstructions.values())]
-            first += images.shape[0]
-            advance(images.shape[0])
-    if shown:
-        write_image_table(shown, grid, labels=["original", REFERENCE, *perturbations])
-    results = {name: scale.summarize(method) for name, method in scores.items()}
+    entries = [Entry(REFERENCE, inverter, feature_error=False),
+               *(Entry(text, inverter, perturbation=text, feature_error=False) for text in perturbations)]
+    if inverter.mean_image is not None:
+        entries.append(Entry(MEAN_IMAGE, MeanImageInverter(inverter.representation, inverter.mean_image),
+                             feature_error=False))
+    scores = score(loader, inverter.representation, entries, total=len(loader.dataset), device=inverter.device,
+                   seed=seed, show_progress=show_progress, description=f"perturbing {inverter.representation.name}")
+    if grid is not None:
+        names = [REFERENCE, *perturbations]
+        write_image_table([scores.shown["images"], *(scores.shown[name] for name in names)], grid,
+                          labels=["original", *names])
+    results = {name: scores.metrics[name] for name in [REFERENCE, *perturbations]}
     for text in perturbations:
-        results[text]["feature_change"] = change[text] / len(dataset)
+        results[text]["feature_change"] = scores.feature_change[text]
     return {"representation": inverter.representation.name, "image_size": list(inverter.image_size),
-            "images": len(dataset), "results": results,
-            "baseline": scale.summarize(mean) if inverter.mean_image is not None else None}
+            "images": scores.images, "results": results, "baseline": scores.metrics.get(MEAN_IMAGE)}
 
 
-def _representation_name(checkpoint: str | Path | Inverter) -> str:
-    if isinstance(checkpoint, Inverter):
+def _representation_name(checkpoint: str | Path | DecoderInverter) -> str:
+    if isinstance(checkpoint, DecoderInverter):
         return checkpoint.representation.name
-    return str(read_metadata(Path(checkpoint) / "decoder.safetensors").get("representation", {}).get("name", "?"))
+    return RunDir(checkpoint).representation_name()
 
 
-def _run_name(checkpoint: str | Path | Inverter, position: int) -> str:
-    return f"checkpoint-{position}" if isinstance(checkpoint, Inverter) else str(checkpoint)
+def _run_name(checkpoint: str | Path | DecoderInverter, position: int) -> str:
+    return f"checkpoint-{position}" if isinstance(checkpoint, DecoderInverter) else str(checkpoint)
 
 
-def checkpoint_labels(checkpoints: Sequence[str | Path | Inverter]) -> list[str]:
+def checkpoint_labels(checkpoints: Sequence[str | Path | DecoderInverter]) -> list[str]:
     """Readable, distinct labels: the representation name (a layer, e.g. ``alexnet:conv3``), with the run
     directory's name added where two checkpoints invert the same representation.
 
@@ -174,7 +158,7 @@ def plot_per_layer(result: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def analyze(checkpoints: Sequence[str | Path | Inverter], data: str | Sequence[str], perturbations: Sequence[str],
+def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Sequence[str], perturbations: Sequence[str],
             *, out: str | Path | None = None, device: str = "auto", batch_size: int = 64, limit: int | None = None,
             workers: int = 0, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """Perturbation study over several checkpoints (loaded one at a time, so many layers fit in memory).
@@ -206,7 +190,7 @@ def analyze(checkpoints: Sequence[str | Path | Inverter], data: str | Sequence[s
     result: dict[str, Any] = {"data": sources, "seed": seed, "perturbations": perturbations, "checkpoints": [],
                               "files": []}
     for checkpoint, run, label in zip(checkpoints, runs, labels):
-        inverter = checkpoint if isinstance(checkpoint, Inverter) else load(checkpoint, device)
+        inverter = checkpoint if isinstance(checkpoint, DecoderInverter) else load_decoder(checkpoint, device)
         grid = Path(out) / f"perturbations-{slug(label)}.png" if out is not None else None
         study = perturbation_study(inverter, sources, perturbations, batch_size=batch_size, limit=limit,
                                    workers=workers, seed=seed, show_progress=show_progress, grid=grid)
@@ -221,14 +205,14 @@ def analyze(checkpoints: Sequence[str | Path | Inverter], data: str | Sequence[s
     return result
 
 
-def _image(inverter: Inverter, image: Tensor | str | os.PathLike[str]) -> Tensor:
+def _image(inverter: DecoderInverter, image: Tensor | str | os.PathLike[str]) -> Tensor:
     if isinstance(image, Tensor):
         return image.unsqueeze(0) if image.dim() == 3 else image
     return load_images([image], inverter.image_size)
 
 
 @torch.no_grad()
-def interpolate(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
+def interpolate(inverter: DecoderInverter, image_a: Tensor | str | os.PathLike[str],
                 image_b: Tensor | str | os.PathLike[str], steps: int = 8) -> Tensor:
     """Reconstructions of ``(1 − t)·Φ(a) + t·Φ(b)`` for ``steps`` values of ``t`` evenly from 0 to 1.
 
@@ -247,7 +231,7 @@ def interpolate(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
     return inverter.decode((1 - t) * a + t * b).clamp(0, 1)
 
 
-def write_interpolation_strip(inverter: Inverter, image_a: Tensor | str | os.PathLike[str],
+def write_interpolation_strip(inverter: DecoderInverter, image_a: Tensor | str | os.PathLike[str],
                               image_b: Tensor | str | os.PathLike[str], path: str | Path, steps: int = 8) -> Path:
     """Write one PNG row: image a, the ``steps`` reconstructions of :func:`interpolate`, image b; and beside it a
     JSON file (same name, ``.json``) saying what it shows, which ``repinv report`` shows with the PNG.

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from repinv.data.features import feature_mode, per_image_features, with_features
 from repinv.data.sources import ImageDataset
 from repinv.errors import CacheError, InvalidOption
 from repinv.files import load_tensors, save_tensors, write_json
@@ -59,10 +60,7 @@ class _Crops(Dataset):
 
     def __getitem__(self, i: int) -> Tensor | tuple[Tensor, Tensor]:
         image = self.images[self.start + i]
-        if self.representation is None:
-            return image
-        with torch.no_grad():
-            return image, self.representation(image.unsqueeze(0))[0]
+        return image if self.representation is None else (image, per_image_features(self.representation, image))
 
 
 def _encode(images: Tensor, features: Tensor) -> dict[str, Tensor]:
@@ -139,7 +137,8 @@ def _write_shards(representation: Representation, images: ImageDataset, root: Pa
                   batch_size: int, workers: int, dev: torch.device, show_progress: bool) -> None:
     """Compute and write every shard not written yet."""
     shards = math.ceil(len(images) / shard_size)
-    per_image = representation if representation.per_image else None
+    mode = feature_mode(representation)
+    per_image = representation if mode == "workers" else None
     with progress_bar(f"features {representation.name}", total=len(images), enabled=show_progress) as advance:
         for shard in range(shards):
             start, stop = shard * shard_size, min(len(images), (shard + 1) * shard_size)
@@ -149,13 +148,11 @@ def _write_shards(representation: Representation, images: ImageDataset, root: Pa
                 continue
             loader = DataLoader(_Crops(images, start, stop, per_image), batch_size=batch_size, num_workers=workers)
             crops, features = [], []
-            for batch in loader:
-                if per_image is None:
-                    with torch.no_grad():
-                        batch = (batch, representation(batch.to(dev)).cpu())
-                crops.append(batch[0])
-                features.append(batch[1])
-                advance(len(batch[0]))
+            for crop, computed in with_features(loader, representation, mode, dev):
+                assert computed is not None  # only training's "step" mode leaves features to later
+                crops.append(crop.cpu())
+                features.append(computed.cpu())
+                advance(len(crop))
             save_tensors(path, _encode(torch.cat(crops), torch.cat(features)), {"start": start, "stop": stop})
 
 

@@ -62,7 +62,7 @@ from repinv.data.pixels import (
     small_jpeg_bgr,
 )
 from repinv.errors import DataError, InvalidOption
-from repinv.options import size_pair
+from repinv.options import Option, option_error, size_pair
 from repinv.utils import keyed_generator
 
 __all__ = [
@@ -86,6 +86,8 @@ BUILTIN_TEST = ("chelsea.png", "coffee.png")
 _BUILTIN = {"builtin": BUILTIN_TRAIN, "builtin:test": BUILTIN_TEST, "builtin:all": BUILTIN_TRAIN + BUILTIN_TEST}
 _ACCEPTED = ("a source is a folder of images (JPEG, PNG, BMP, WebP, TIFF), an image file, an uncompressed .tar "
              "shard or a quoted glob of them ('shards/train-*.tar'), or builtin / builtin:test / builtin:all")
+#: ``ImageDataset``'s ``scale``; at least 1, as a smaller image would not cover the crop.
+_SCALE = Option("scale", (1.0, 1.0), float, "range of the random up-scaling before the crop", minimum=1, length=2)
 #: What Pillow raises on corrupt, truncated or foreign data (OSError also covers a file deleted since indexing).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
 #: Tar shards kept open per process: enough for random access over a large shard set, well below fd limits.
@@ -246,9 +248,9 @@ class ImageDataset(Dataset):
         if not self.sources:
             raise DataError(f"no data source given; {_ACCEPTED}")
         self.image_size = size_pair(image_size)
-        lo, hi = (float(s) for s in scale)
-        if not 1.0 <= lo <= hi:
-            raise InvalidOption(f"scale must be (lo, hi) with 1 <= lo <= hi, got {tuple(scale)}")
+        lo, hi = _SCALE.check(scale)
+        if lo > hi:
+            raise option_error("", "scale", f"{_SCALE.describe()} (lo, hi) with lo <= hi", scale)
         self.train, self.seed, self.scale, self.epoch = train, seed, (lo, hi), 0
         index = _Index()
         self.skipped = sum(_index_source(source, index) for source in self.sources)

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from repinv.data.cache import FeatureCache
+from repinv.data.features import per_image_features
 from repinv.data.sources import ImageDataset
 from repinv.representations.base import Representation
 
@@ -41,8 +42,8 @@ class PositionSampler(Sampler[int]):
 
 
 class TrainingSamples(Dataset):
-    """Maps virtual indices to augmented images (and, for per-image representations, their features), or to the
-    stored pairs of a feature cache."""
+    """Maps virtual indices to augmented images (with their features when ``representation`` is given: the
+    ``"workers"`` mode of :mod:`repinv.data.features`), or to the stored pairs of a feature cache."""
 
     def __init__(self, images: ImageDataset | FeatureCache, representation: Representation | None) -> None:
         self.images, self.representation = images, representation
@@ -70,7 +71,4 @@ class TrainingSamples(Dataset):
             return self.images[index]
         self.images.set_epoch(epoch)
         image = self.images[index]
-        if self.representation is None:
-            return image
-        with torch.no_grad():
-            return image, self.representation(image.unsqueeze(0))[0]
+        return image if self.representation is None else (image, per_image_features(self.representation, image))

@@ -7,6 +7,7 @@ A trained decoder, the linear map, Mahendran & Vedaldi's optimization and the me
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,16 +19,35 @@ __all__ = ["InversionMethod"]
 
 
 class InversionMethod(ABC):
-    """The face every way of inverting a representation shows (a trained decoder, the linear map, optimization), so
-    evaluation, comparison and ``repinv invert`` treat them alike.
+    """The face every way of inverting a representation shows (a trained decoder, the linear map, optimization, the
+    mean image), so scoring, comparison and ``repinv invert`` treat them alike.
 
     Subclasses set ``representation``, ``image_size`` and ``spec``, provide ``device``, and implement :meth:`decode`.
+
+    Attributes:
+        representation: the representation Φ whose features it inverts.
+        image_size: ``(H, W)`` of the images it reconstructs.
+        spec: the features it takes.
+        metadata: what its run directory records (empty for a method built in memory).
+        mean_image: the mean training image ``(3, H, W)``, when known (the mean-image baseline of the same run).
     """
 
     representation: Representation
     image_size: tuple[int, int]
     spec: FeatureSpec
-    device: torch.device
+    metadata: dict[str, Any]
+    mean_image: Tensor | None
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Where it computes."""
+
+    @property
+    def own_encoder(self) -> bool:
+        """Whether it decodes the features of its own representation only (a decoder trained with a fine-tuned
+        encoder), rather than those of any copy of the representation."""
+        return False
 
     @torch.no_grad()
     def features(self, images: Tensor) -> Tensor:
@@ -54,3 +74,7 @@ class InversionMethod(ABC):
             images: ``(B, 3, H, W)`` in [0, 1] at the inverter's size; returns ``(B, 3, H, W)``.
         """
         return self.decode(self.features(images))
+
+    def warm_up(self, features: Tensor) -> None:
+        """Run once on ``features`` so that a timed run does not count first-call costs (allocations, kernels)."""
+        self.decode(features)

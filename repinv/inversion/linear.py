@@ -16,10 +16,10 @@ accumulated (float64), so memory does not grow with the number of images.
   a random projection that preserves inner products in expectation and costs two integer vectors to store
   instead of a D×k matrix. The ridge map is then fitted on the hashed features.
 
-The run directory is like a decoder's: ``linear.safetensors`` (weight ``(D', 3HW)``, bias, the hash when used;
-metadata key ``repinv``: representation, image size, λ and how it was chosen, the data) and
-``mean_image.safetensors`` (the mean training image, the other baseline). :func:`load_linear` reads it back as a
-:class:`LinearInverter`, which has the :class:`repinv.Inverter` interface (``features``, ``decode``,
+The run directory (:mod:`repinv.rundir`) holds the map (weight ``(D', 3HW)``, bias, the hash when used; its
+metadata: representation, image size, λ and how it was chosen, the data) and the mean training image (the other
+baseline). :func:`load_linear` reads it back as a
+:class:`LinearInverter`, an :class:`~repinv.inversion.base.InversionMethod` (``features``, ``decode``,
 ``reconstruct``), so evaluation and comparison treat it like a decoder.
 """
 
@@ -35,15 +35,15 @@ from torch.utils.data import DataLoader, Subset
 
 from repinv.data.sources import ImageDataset
 from repinv.errors import CheckpointError, DataError, InvalidOption
-from repinv.files import load_tensors, read_metadata, save_tensors
 from repinv.inversion.base import InversionMethod
 from repinv.progress import progress_bar
 from repinv.registry.factories import create_representation
 from repinv.representations.base import FeatureSpec, Representation
+from repinv.rundir import RunDir
 from repinv.utils import VERSION, check_shape, resolve_device
 
 __all__ = ["LinearInverter", "fit_linear", "load_linear", "RidgeStatistics", "solve_ridge", "HOLDOUT_EVERY",
-           "RIDGE_GRID", "MAX_DIRECT_FEATURES", "mean_image_of"]
+           "RIDGE_GRID", "MAX_DIRECT_FEATURES"]
 
 HOLDOUT_EVERY = 10  # every 10th training image is held out to choose λ
 RIDGE_GRID = tuple(10.0 ** (e / 2) for e in range(-12, 5))  # r = 1e-6 … 1e2, half-decade steps
@@ -146,7 +146,7 @@ def _choose_ridge(train: RidgeStatistics, held_out: RidgeStatistics) -> tuple[fl
 
 
 class LinearInverter(InversionMethod, nn.Module):
-    """A ridge-regression map from (flattened, optionally hashed) features to pixels, with the Inverter interface.
+    """A ridge-regression map from (flattened, optionally hashed) features to pixels, an inversion method.
 
     Args:
         representation: the representation whose features it maps.
@@ -205,15 +205,12 @@ class LinearInverter(InversionMethod, nn.Module):
         return flat.view(-1, 3, *self.image_size)
 
     def save(self, run: str | Path) -> Path:
-        """Write the run directory (``linear.safetensors``, ``mean_image.safetensors``)."""
-        run = Path(run)
+        """Write the run directory (the map and the mean image, see :mod:`repinv.rundir`)."""
         tensors = {"weight": self.weight, "bias": self.bias}
         if self.hash_index is not None:
             tensors.update(hash_index=self.hash_index, hash_sign=self.hash_sign)
-        save_tensors(run / "linear.safetensors", tensors, self.metadata)
-        if self.mean_image is not None:
-            save_tensors(run / "mean_image.safetensors", {"mean_image": self.mean_image})
-        return run
+        RunDir(run).write_linear(tensors, self.metadata, self.mean_image)
+        return Path(run)
 
 
 def _count_sketch(inputs: int, outputs: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -321,37 +318,23 @@ def fit_linear(representation: str | Representation, data: str | Sequence[str], 
     return model
 
 
-def load_linear(run: str | Path, device: str | torch.device = "auto") -> LinearInverter:
+def load_linear(run: str | Path | RunDir, device: str | torch.device = "auto") -> LinearInverter:
     """Load a linear baseline from its run directory.
 
     Raises:
         CheckpointError: missing files, or tensors that do not fit the representation the metadata names.
     """
-    run = Path(run)
-    if not run.is_dir():
-        raise CheckpointError(f"run directory {str(run)!r} not found")
-    path = run / "linear.safetensors"
-    if not path.is_file() and (run / "decoder.safetensors").is_file():
-        raise CheckpointError(f"{run} holds a decoder, not a linear baseline: use decoder:{run}")
-    meta = read_metadata(path)
-    try:
-        rep_meta, image_size = meta["representation"], tuple(meta["image_size"])
-    except KeyError as error:
-        raise CheckpointError(f"{path} metadata lacks {error}") from None
+    folder = RunDir(run).require()
+    meta, tensors = folder.read_linear()
+    rep_meta, image_size = folder.identity()
     representation = create_representation(rep_meta["name"], **rep_meta["options"])
-    tensors = load_tensors(path)
     spec = representation.spec(image_size)
     if list(spec.shape) != list(meta.get("feature_shape", spec.shape)):
         raise CheckpointError(f"{rep_meta['name']} now gives features {spec} at {image_size}, but the linear "
-                              f"baseline in {run} was fitted on {'x'.join(map(str, meta['feature_shape']))}")
-    mean_path = run / "mean_image.safetensors"
-    mean_image = load_tensors(mean_path)["mean_image"] if mean_path.is_file() else None
+                              f"baseline in {folder} was fitted on {'x'.join(map(str, meta['feature_shape']))}")
     try:
         model = LinearInverter(representation, image_size, tensors["weight"], tensors["bias"],
-                               tensors.get("hash_index"), tensors.get("hash_sign"), meta, mean_image)
+                               tensors.get("hash_index"), tensors.get("hash_sign"), meta, folder.read_mean_image())
     except (KeyError, ValueError) as error:
-        raise CheckpointError(f"the linear baseline in {run} does not match its metadata ({error})") from None
+        raise CheckpointError(f"the linear baseline in {folder} does not match its metadata ({error})") from None
     return model.to(resolve_device(device)).eval()
-
-
-

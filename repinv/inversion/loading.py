@@ -1,5 +1,9 @@
-"""Inverting with any method: load a decoder, linear or optimization inverter by kind, and write its
-reconstructions of image files, or of features computed elsewhere, to disk."""
+"""Loading any inversion method by kind: ``load_inverter("decoder" | "linear" | "optimize" | "mean", RUN)``.
+
+The family: :func:`~repinv.inversion.decoder.load_decoder`, :func:`~repinv.inversion.linear.load_linear` and
+:func:`~repinv.inversion.mean.load_mean_image` read a run directory; :func:`load_inverter` picks one of them by kind,
+or builds Mahendran & Vedaldi's optimization for a run's (or a named) representation.
+"""
 
 from __future__ import annotations
 
@@ -9,26 +13,18 @@ from typing import Any
 import torch
 
 from repinv.errors import InvalidOption
-from repinv.files import read_metadata
 from repinv.inversion.base import InversionMethod
-from repinv.inversion.decoder import load
+from repinv.inversion.decoder import load_decoder
 from repinv.inversion.linear import load_linear
+from repinv.inversion.mean import load_mean_image
 from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings
 from repinv.registry.factories import create_representation
+from repinv.rundir import RunDir
 
-__all__ = ["INVERTER_KINDS", "load_inverter", "run_identity", "invert_images", "invert_features", "write_images",
-           "unique_names"]
+__all__ = ["INVERTER_KINDS", "load_inverter"]
 
 #: The kinds of inverter :func:`load_inverter` makes.
-INVERTER_KINDS = ("decoder", "linear", "optimize")
-
-
-def run_identity(run: str | Path) -> tuple[dict[str, Any], tuple[int, int]]:
-    """The representation (``{"name", "options"}``) and image size a decoder or linear run directory records."""
-    folder = Path(run)
-    path = folder / "decoder.safetensors"
-    meta = read_metadata(path if path.is_file() else folder / "linear.safetensors")
-    return meta["representation"], (int(meta["image_size"][0]), int(meta["image_size"][1]))
+INVERTER_KINDS = ("decoder", "linear", "optimize", "mean")
 
 
 def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None = None,
@@ -38,8 +34,8 @@ def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None =
     """An inverter of one kind, behind the common face (``features``, ``decode``, ``reconstruct``).
 
     Args:
-        kind: ``"decoder"`` (a trained run), ``"linear"`` (a ``fit-linear`` run) or ``"optimize"``
-            (Mahendran & Vedaldi's optimization).
+        kind: ``"decoder"`` (a trained run), ``"linear"`` (a ``fit-linear`` run), ``"mean"`` (the mean training
+            image of either) or ``"optimize"`` (Mahendran & Vedaldi's optimization).
         run: the run directory; for ``optimize``, a run whose representation and image size to optimize for.
         rep: for ``optimize`` without a run, the representation's name.
         rep_options: its options.
@@ -61,12 +57,14 @@ def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None =
     if kind != "optimize" and (rep or rep_options or image_size):
         raise InvalidOption(f"method {kind} inverts a trained run: its representation and image size are the run's")
     if kind == "decoder" and run:
-        return load(run, device)
+        return load_decoder(run, device)
     if kind == "linear" and run:
         return load_linear(run, device)
+    if kind == "mean" and run:
+        return load_mean_image(run, device)
     if kind == "optimize" and (rep or run):
         identity, size = ({"name": rep, "options": dict(rep_options or {})}, (image_size or 64,) * 2) if rep \
-            else run_identity(run)
+            else RunDir(run).identity()
         representation = create_representation(identity["name"], **identity["options"])
         return OptimizationInverter(representation, size, settings, device, show_progress=show_progress)
     raise InvalidOption(f"method {kind} needs a run directory (--checkpoint RUN)"

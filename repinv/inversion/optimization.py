@@ -44,6 +44,7 @@ The result is not clamped to [0, 1] (it stays within the bounded range); the met
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -51,35 +52,20 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from repinv.errors import InvalidOption, NotDifferentiable
+from repinv.errors import NotDifferentiable
 from repinv.inversion.base import InversionMethod
+from repinv.options import dataclass_options, validate_options
 from repinv.progress import progress_bar
 from repinv.representations.base import FeatureSpec, Representation
 from repinv.utils import check_shape, resolve_device
 
-__all__ = ["OptimizeSettings", "OptimizationResult", "OptimizationInverter", "optimize_images", "check_differentiable",
-           "total_variation", "MEAN_COLOUR", "PIXEL_SIGMA"]
+__all__ = ["OptimizeSettings", "OPTIMIZE_OPTIONS", "OptimizationResult", "OptimizationInverter", "optimize_images",
+           "check_differentiable", "total_variation", "MEAN_COLOUR", "PIXEL_SIGMA"]
 
 #: The per-channel mean colour of ImageNet (torchvision's normalization), the centre of the α-norm prior.
 MEAN_COLOUR = (0.485, 0.456, 0.406)
 #: RMS deviation of natural-image pixels from the mean colour, in [0, 1] units (see the module note).
 PIXEL_SIGMA = 0.27
-
-
-def _option_value(name: str, value: Any, kind: str) -> Any:
-    """``value`` as the field's type (``"int"``, ``"float"``, ``"bool"``, ``"float | None"``), or InvalidOption."""
-    if value is None and "None" in kind:
-        return None
-    if kind == "bool":
-        if isinstance(value, bool):
-            return value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        if kind == "int" and float(value).is_integer():
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-    expected = {"int": "an integer", "bool": "true or false"}.get(kind, "a number")
-    raise InvalidOption(f"optimize option {name} must be {expected}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -102,28 +88,20 @@ class OptimizeSettings:
     seed: int = 0  # seeds the initial noise and the jitter
 
     def __post_init__(self) -> None:
-        for item in fields(self):  # `--opt steps=200.0` is 200; `--opt momentum=abc` is one clear line
-            object.__setattr__(self, item.name, _option_value(item.name, getattr(self, item.name), str(item.type)))
-        for name in ("steps", "lr", "phases", "alpha", "beta", "bound"):
-            if not getattr(self, name) > 0:
-                raise InvalidOption(f"optimize option {name} must be positive, got {getattr(self, name)!r}")
-        for name in ("lr_decay", "momentum", "alpha_weight", "tv_weight", "jitter", "seed"):
-            if not getattr(self, name) >= 0:
-                raise InvalidOption(f"optimize option {name} must be >= 0, got {getattr(self, name)!r}")
-        if self.momentum >= 1:
-            raise InvalidOption(f"optimize option momentum must be below 1, got {self.momentum!r}")
-        if self.tv_bound is not None and not self.tv_bound > 0:
-            raise InvalidOption(f"optimize option tv_bound must be positive, got {self.tv_bound!r}")
+        # Checked and converted like every option, so `--opt steps=200.0` is 200 and `--opt momentum=abc` is one
+        # clear line, whether the settings come from the command line or from Python.
+        given = {item.name: getattr(self, item.name) for item in fields(self)}
+        for name, value in validate_options("optimize", given, OPTIMIZE_OPTIONS).items():
+            object.__setattr__(self, name, value)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "OptimizeSettings":
-        """Build from ``--opt KEY=VALUE`` style options, refusing unknown names (listing the valid ones)."""
-        valid = [f.name for f in cls.__dataclass_fields__.values()]
-        unknown = sorted(set(options) - set(valid))
-        if unknown:
-            raise InvalidOption(f"unknown optimize option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-                                f"valid options: {', '.join(valid)}")
-        return cls(**options)
+        """Build from ``--opt KEY=VALUE`` style options.
+
+        Raises:
+            InvalidOption: an unknown name (the valid ones listed, nearest first) or a bad value.
+        """
+        return cls(**validate_options("optimize", options, OPTIMIZE_OPTIONS))
 
     @property
     def v(self) -> float:
@@ -138,6 +116,15 @@ class OptimizeSettings:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able settings."""
         return asdict(self)
+
+
+#: The settings as options: each field's kind and default, with the bounds the optimization needs.
+OPTIMIZE_OPTIONS = dataclass_options(OptimizeSettings, {
+    "steps": {"minimum": 1}, "lr": {"above": 0}, "lr_decay": {"minimum": 0}, "phases": {"minimum": 1},
+    "momentum": {"minimum": 0, "below": 1}, "alpha": {"above": 0}, "beta": {"above": 0}, "bound": {"above": 0},
+    "tv_bound": {"above": 0}, "alpha_weight": {"minimum": 0}, "tv_weight": {"minimum": 0}, "jitter": {"minimum": 0},
+    "seed": {"minimum": 0},
+})
 
 
 @dataclass
@@ -266,8 +253,8 @@ def optimize_images(representation: Representation, targets: Tensor, image_size:
 
 
 class OptimizationInverter(InversionMethod):
-    """Optimization-based inversion behind the same face as :class:`repinv.Inverter` (``features``, ``decode``,
-    ``reconstruct``), so evaluation and comparison treat it like a decoder.
+    """Optimization-based inversion as an inversion method (``features``, ``decode``, ``reconstruct``), so scoring
+    and comparison treat it like a decoder.
 
     Args:
         representation: a differentiable representation.
@@ -284,11 +271,17 @@ class OptimizationInverter(InversionMethod):
         size = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.image_size = (int(size[0]), int(size[1]))
         self.settings = settings or OptimizeSettings()
-        self.device = resolve_device(device)
-        self.representation = representation.to(self.device).eval().requires_grad_(False)
+        self._device = resolve_device(device)
+        self.representation = representation.to(self._device).eval().requires_grad_(False)
         self.spec = representation.spec(self.image_size)
         self.show_progress = show_progress
         self.mean_image: Tensor | None = None
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def device(self) -> torch.device:
+        """Where it optimizes."""
+        return self._device
 
     def decode(self, features: Tensor) -> Tensor:
         """Optimize images whose features match ``features``.
@@ -298,6 +291,11 @@ class OptimizationInverter(InversionMethod):
         """
         return optimize_images(self.representation, features, self.image_size, self.settings,
                                show_progress=self.show_progress).images
+
+    def warm_up(self, features: Tensor) -> None:
+        """Two iterations: they warm the kernels without paying for a whole optimization."""
+        quick = dataclasses.replace(self.settings, steps=2, phases=1)
+        optimize_images(self.representation, features, self.image_size, quick)
 
     def describe(self) -> dict[str, Any]:
         """What a result file records about this method."""

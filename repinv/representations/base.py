@@ -22,13 +22,9 @@ from repinv.utils import check_images
 __all__ = [
     "FeatureSpec",
     "Representation",
-    "check_shape",
-    "check_images",
     "rgb_to_gray",
     "split_name",
-    "with_defaults",
-    "create_representation",
-    "list_representations",
+    "as_feature_spec",
 ]
 
 #: ITU-R BT.601 luma weights (R, G, B), the grayscale conversion the paper's shallow features use.

@@ -6,7 +6,7 @@
   not fit, naming the keys;
 * :class:`DeferredWeights` lets a representation load its weights on first use (``forward``, ``state_dict``,
   :meth:`~DeferredWeights.load_weights`), so listing layers and shapes never downloads anything, and weights that
-  arrive with a state dict (a run's ``encoder.safetensors``) cancel the pending load.
+  arrive with a state dict (a run's saved encoder) cancel the pending load.
 """
 
 from __future__ import annotations
@@ -190,7 +190,7 @@ class DeferredWeights(nn.Module, ABC):
         """
         self._pending = source
         self._rebuildable = rebuildable
-        # Weights given through load_state_dict (e.g. a run's encoder.safetensors) replace the pending ones.
+        # Weights given through load_state_dict (e.g. a run's saved encoder) replace the pending ones.
         self.register_load_state_dict_post_hook(_weights_arrived)
 
     @abstractmethod

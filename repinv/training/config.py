@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from repinv.errors import InvalidOption
+from repinv.options import dataclass_options, option_error, validate_options
 
-__all__ = ["TrainConfig", "load_recipe", "list_recipes", "make_config", "epochs_over_steps", "learning_rate_factor"]
+__all__ = ["TrainConfig", "TRAIN_OPTIONS", "load_recipe", "list_recipes", "make_config", "epochs_over_steps",
+           "learning_rate_factor"]
 
 
 SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see learning_rate_factor
@@ -59,7 +61,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     time_budget: float | None = None  # stop cleanly, with a checkpoint, after this many seconds of training in
     # all (the sessions of a resumed run add up, as its steps do)
-    log_every: int = 50  # steps between lines of metrics.jsonl
+    log_every: int = 50  # steps between lines of the training log
     sample_every: int = 500  # steps between reconstruction grids in samples/
     checkpoint_every: int = 500  # steps between checkpoints (also at most checkpoint_seconds apart)
     checkpoint_seconds: float = 120.0  # longest time between checkpoints, so a killed run loses little
@@ -75,30 +77,20 @@ class TrainConfig:
         return 20_000
 
     def validate(self) -> "TrainConfig":
-        """Check value ranges; raise :class:`InvalidOption` with a clear message. Returns ``self``."""
-        checks = [
-            (self.image_size >= 8, "image_size must be at least 8"),
-            (self.output_size is None or self.output_size >= 4, "output_size must be at least 4"),
-            (self.steps is None or self.steps >= 1, "steps must be at least 1"),
-            (self.epochs is None or self.epochs > 0, "epochs must be positive"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.lr > 0, "lr must be positive"),
-            (all(0 <= beta < 1 for beta in self.betas), "betas must both be in [0, 1)"),
-            (self.weight_decay >= 0, "weight_decay must be 0 or more"),
-            (self.width is None or self.width > 0, "width must be positive"),
-            (self.workers >= 0, "workers must be 0 or more"),
-            (self.feature_batch >= 1, "feature_batch must be at least 1"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.time_budget is None or self.time_budget > 0, "time_budget must be positive"),
-            (len(self.data) > 0 or self.features is not None, "at least one data source is needed"),
-            (min(self.log_every, self.sample_every, self.checkpoint_every, self.val_every) >= 1,
-             "log_every, sample_every, checkpoint_every and val_every must be at least 1"),
-            (self.checkpoint_seconds > 0, "checkpoint_seconds must be positive"),
-            (self.val_images >= 2, "val_images must be at least 2 (the normalized error compares pairs of images)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InvalidOption(message)
+        """Check every setting against :data:`TRAIN_OPTIONS` and convert it to its field's type (``200.0`` steps
+        are 200, a tuple of sources becomes a list).
+
+        Returns:
+            ``self``, converted.
+
+        Raises:
+            InvalidOption: a value of the wrong kind or out of range, or no data source and no feature cache.
+        """
+        given = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
+        for name, value in validate_options("training", given, TRAIN_OPTIONS).items():
+            setattr(self, name, value)
+        if not self.data and self.features is None:
+            raise option_error("training", "data", "at least one data source, unless features is given", self.data)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,45 +98,16 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a recipe/CLI value to the field's type, or raise InvalidOption naming the field."""
-    default = getattr(TrainConfig(), name)
-    kind = _FIELDS[name].type
-    try:
-        if value is None:
-            if "None" not in str(kind):
-                raise TypeError
-            return None
-        if isinstance(default, bool) or kind == "bool":
-            if not isinstance(value, bool):
-                raise TypeError
-            return value
-        if isinstance(default, tuple):
-            if len(value) != len(default) or isinstance(value, str):
-                raise TypeError
-            return tuple(float(v) for v in value)
-        if isinstance(default, list) or kind.startswith("list"):
-            return [value] if isinstance(value, str) else [str(v) for v in value]
-        if isinstance(default, dict):
-            if not isinstance(value, dict):
-                raise TypeError
-            return dict(value)
-        if "int" in kind and "float" not in kind:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError
-            return int(value)
-        if "float" in kind:
-            if isinstance(value, bool):
-                raise TypeError
-            return float(value)
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    except (TypeError, ValueError):
-        raise InvalidOption(f"setting {name!r} expects {kind}, got {value!r}") from None
+#: The settings as options: each field's kind and default, with the bounds a run needs.
+TRAIN_OPTIONS = dataclass_options(TrainConfig, {
+    "width": {"above": 0}, "image_size": {"minimum": 8}, "output_size": {"minimum": 4}, "steps": {"minimum": 1},
+    "epochs": {"above": 0}, "batch_size": {"minimum": 1}, "lr": {"above": 0}, "betas": {"minimum": 0, "below": 1},
+    "weight_decay": {"minimum": 0}, "schedule": {"kind": SCHEDULES}, "workers": {"minimum": 0},
+    "feature_batch": {"minimum": 1}, "time_budget": {"above": 0}, "log_every": {"minimum": 1},
+    "sample_every": {"minimum": 1}, "checkpoint_every": {"minimum": 1}, "checkpoint_seconds": {"above": 0},
+    "val_every": {"minimum": 1},
+    "val_images": {"minimum": 2, "help": "the normalized error compares pairs of images"},
+})
 
 
 def list_recipes() -> list[str]:
@@ -182,12 +145,14 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
     return _check_overrides(raw, f"recipe {name_or_path!r}")
 
 
-def _check_overrides(overrides: dict[str, Any], source: str) -> dict[str, Any]:
-    unknown = sorted(set(overrides) - set(_FIELDS))
-    if unknown:
-        raise InvalidOption(f"{source} has unknown setting(s) {', '.join(unknown)}; "
-                            f"valid: {', '.join(_FIELDS)}")
-    return {name: _coerce(name, value) for name, value in overrides.items()}
+def _check_overrides(overrides: dict[str, Any], source: str = "") -> dict[str, Any]:
+    """``overrides`` checked and converted as settings (only those given), the ``source`` named in errors."""
+    try:
+        return validate_options("training", overrides, TRAIN_OPTIONS, fill_defaults=False)
+    except InvalidOption as error:
+        if not source:
+            raise
+        raise InvalidOption(f"{source}: {error}") from None
 
 
 def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
@@ -203,7 +168,7 @@ def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     values = load_recipe(recipe) if recipe else {}
     given = {k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (dict, list, tuple))
                                                                            and len(v) == 0)}
-    for name, value in _check_overrides(given, "settings").items():
+    for name, value in _check_overrides(given).items():
         # Option dicts merge, so `--decoder-opt width=0.5` keeps the recipe's other decoder options.
         values[name] = {**values.get(name, {}), **value} if isinstance(value, dict) else value
     return TrainConfig(**epochs_over_steps(values, given)).validate()

@@ -1,7 +1,7 @@
 """Training a decoder to invert a representation: f(Φ(x)) ≈ x under the squared error.
 
 The loop follows the paper (Adam, β1 0.9, β2 0.999, batch 64, rate 1e-3 halved at 50/75/90% of training by
-default) and makes a run directory (see :mod:`repinv.checkpoint`) that ``--resume`` continues exactly: data order
+default) and makes a run directory (see :mod:`repinv.rundir`) that ``--resume`` continues exactly: data order
 and augmentation are functions of (seed, sample position), and the position is ``step × batch_size``.
 """
 
@@ -27,15 +27,17 @@ from torch.utils.data import DataLoader
 
 from repinv.analysis.evaluate import evaluate
 from repinv.data.cache import FeatureCache, read_manifest
+from repinv.data.features import feature_mode, with_features
 from repinv.data.sources import ImageDataset
 from repinv.data.stream import PositionSampler, TrainingSamples
 from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
-from repinv.files import atomic_write, load_into, load_tensors, read_log, read_metadata, save_tensors, write_json
+from repinv.files import load_into
 from repinv.inversion.decoder import Inverter
 from repinv.pictures import write_pairs_grid
 from repinv.progress import progress_bar
 from repinv.registry.factories import build_decoder, create_representation
 from repinv.representations.base import Representation
+from repinv.rundir import RunDir
 from repinv.training import distributed
 from repinv.training.allocator import keep_freed_memory
 from repinv.training.config import TrainConfig, epochs_over_steps, learning_rate_factor
@@ -100,7 +102,7 @@ class _Trainer:
     """One training run; :func:`train` and :func:`resume` are its public face."""
 
     def __init__(self, config: TrainConfig, run: Path, show_progress: bool, resuming: bool = False) -> None:
-        self.config, self.run = config, run
+        self.config, self.run, self.folder = config, run, RunDir(run)
         keep_freed_memory()  # same-sized tensors every step: reuse their pages instead of faulting new ones
         self.processes, self.device = distributed.join(resolve_device(config.device))
         self.show_progress = show_progress and self.processes.main
@@ -110,7 +112,7 @@ class _Trainer:
         torch.manual_seed(config.seed)
         self.representation = create_representation(config.rep, **config.rep_options).to(self.device)
         # A resumed run whose encoder weights are in its directory needs neither the network nor the original file.
-        self.saved_encoder = resuming and (config.finetune_encoder or (run / "encoder.safetensors").is_file())
+        self.saved_encoder = resuming and (config.finetune_encoder or self.folder.holds_encoder())
         if not self.saved_encoder:
             # Now rather than at the first step: a failed download must not leave a half-made run directory.
             self.representation.load_weights()
@@ -118,6 +120,8 @@ class _Trainer:
             raise NotDifferentiable(f"--finetune-encoder needs a differentiable representation; {config.rep} is not")
         self.data = FeatureCache(config.features) if config.features else \
             ImageDataset(config.data, config.image_size, train=config.augment, seed=config.seed, scale=config.scale)
+        self.feature_mode = feature_mode(self.representation, cached=bool(config.features),
+                                         finetune=config.finetune_encoder)
         self.spec = self.representation.spec(self.size)
         self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
                                      **_decoder_options(config)).to(self.device)
@@ -167,19 +171,17 @@ class _Trainer:
     def _mean_image(self) -> Tensor:
         return (self.mean_sum / max(1, self.mean_count)).float()
 
-    def _save_model(self, directory: Path) -> None:
-        meta = self._metadata()
-        save_tensors(directory / "decoder.safetensors", self.decoder.state_dict(), meta)
-        save_tensors(directory / "mean_image.safetensors", {"mean_image": self._mean_image()})
-        if _encoder_needs_saving(self.config, self.representation):
-            save_tensors(directory / "encoder.safetensors", self.representation.state_dict(), meta)
+    def _save_model(self, folder: RunDir) -> None:
+        encoder = self.representation.state_dict() if _encoder_needs_saving(self.config, self.representation) \
+            else None
+        folder.write_model(self.decoder.state_dict(), self._metadata(), self._mean_image(), encoder)
 
     def save(self) -> None:
         """Write the model files and the resume state (one atomic file, plus a readable copy); the main process
         writes, the others have nothing to add (their weights are the same)."""
         if not self.processes.main:
             return
-        self._save_model(self.run)
+        self._save_model(self.folder)
         optimizer_tensors, optimizer_json = optimizer_to_tensors(self.optimizer)
         tensors = {**{f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}, **optimizer_tensors,
                    "mean_sum": self.mean_sum, "rng.cpu": torch.get_rng_state()}
@@ -191,25 +193,23 @@ class _Trainer:
                  "mean_images": self.mean_count, "validation": self.validation,
                  "best_error": None if math.isinf(self.best_error) else self.best_error,
                  "training": self.config.to_dict(), "optimizer": optimizer_json}
-        save_tensors(self.run / "state.safetensors", tensors, state)
-        write_json(self.run / "state.json", {k: v for k, v in state.items() if k != "optimizer"})
+        self.folder.write_state(tensors, state, {k: v for k, v in state.items() if k != "optimizer"})
 
     def restore(self) -> None:
-        """Continue from ``state.safetensors``."""
-        path = self.run / "state.safetensors"
-        state, tensors = read_metadata(path), load_tensors(path, self.device)
+        """Continue from the run's resume state."""
+        state, tensors = self.folder.read_state(self.device)
         load_into(self.decoder, {k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")},
                   f"decoder state in {self.run}")
         if self.config.finetune_encoder:
             load_into(self.representation, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")},
                       f"encoder state in {self.run}")
         elif self.saved_encoder:
-            load_into(self.representation, load_tensors(self.run / "encoder.safetensors", self.device),
-                      f"encoder in {self.run}")
+            load_into(self.representation, self.folder.read_encoder(self.device) or {}, f"encoder in {self.run}")
         optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = dict(state.get("validation") or {})
-        self._forget_metrics_after(self.step)
+        if self.processes.main:
+            self.folder.keep_log_until(self.step)
         self.best_error = math.inf if state["best_error"] is None else float(state["best_error"])
         self.mean_sum = tensors["mean_sum"]
         self.mean_count = int(state.get("mean_images", self.step * self.config.batch_size))
@@ -218,15 +218,6 @@ class _Trainer:
             torch.cuda.set_rng_state(tensors["rng.cuda"].cpu(), self.device)
 
     # ---------------------------------------------------------------- logging, samples, validation
-    def _forget_metrics_after(self, step: int) -> None:
-        """Drop the log lines of steps after the checkpoint (a killed run logged them, its resume does again) and a
-        line cut short by the kill."""
-        path = self.run / "metrics.jsonl"
-        if not self.processes.main or not path.is_file():
-            return
-        kept = [record for record in read_log(path) if isinstance(record.get("step"), int) and record["step"] <= step]
-        atomic_write(path, lambda p: p.write_text("".join(json.dumps(record) + "\n" for record in kept)))
-
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[Inverter]:
         """The inverter, with the decoder and the representation in evaluation mode (a fine-tuned encoder trains
@@ -241,16 +232,14 @@ class _Trainer:
                 module.train(mode)
 
     def _log(self, record: dict[str, Any]) -> None:
-        if not self.processes.main:
-            return
-        with open(self.run / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.processes.main:
+            self.folder.append_log(record)
 
     @torch.no_grad()
     def _write_samples(self, images: Tensor) -> None:
         with self._evaluating() as inverter:
             reconstructions = inverter.reconstruct(images).clamp(0, 1)
-        write_pairs_grid(images, reconstructions, self.run / "samples" / f"step-{self.step}.png")
+        write_pairs_grid(images, reconstructions, self.folder.sample_grid(self.step))
 
     def _validate(self) -> None:
         with self._evaluating() as inverter:
@@ -260,7 +249,7 @@ class _Trainer:
         self._log({"step": self.step, "val": self.validation})
         if self.validation["normalized_error"] < self.best_error:
             self.best_error = self.validation["normalized_error"]
-            self._save_model(self.run / "best")
+            self._save_model(self.folder.best)
 
     def _sample_images(self) -> Tensor:
         if isinstance(self.data, FeatureCache) and not self.config.val_data:
@@ -271,7 +260,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------- the loop
     def _loader(self) -> DataLoader:
-        per_image = self.representation if self.representation.per_image and not self.config.features else None
+        per_image = self.representation if self.feature_mode == "workers" else None
         sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size,
                                   rank=self.processes.rank, world=self.processes.world)
         workers = self.config.workers
@@ -279,35 +268,21 @@ class _Trainer:
                           sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
 
-    def _batches(self) -> Iterator[Tensor | tuple[Tensor, Tensor]]:
-        """The loader's batches. A frozen, batched representation computed on the fly gets them with their features,
-        computed for the next ``feature_batch`` images in one call: at small batches a call's fixed costs rival
-        its work (HOG at 64x64 is about a third faster per image at 64 images than at 16)."""
-        batches = iter(self._loader())
-        on_the_fly = not (self.config.features or self.representation.per_image or self.config.finetune_encoder)
-        group = -(-self.config.feature_batch // self.local_batch) if on_the_fly else 1
-        if group == 1:
-            yield from batches
-            return
-        while True:
-            images = [next(batches).to(self.device, non_blocking=True) for _ in range(group)]
-            with torch.no_grad():
-                features = self.representation(torch.cat(images))
-            yield from zip(images, features.split([len(part) for part in images]))
+    def _batches(self) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """``(images, features or None)`` for every step (:mod:`repinv.data.features` decides where Φ runs);
+        batched features are computed for the next ``feature_batch`` images in one call."""
+        group = -(-self.config.feature_batch // self.local_batch)
+        return with_features(self._loader(), self.representation, self.feature_mode, self.device, group)
 
-    def _loss(self, batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        if isinstance(batch, (tuple, list)):
-            images, features = (t.to(self.device, non_blocking=True) for t in batch)
-            reconstructions = self.network(images, features)
-        else:
-            images = batch.to(self.device, non_blocking=True)
-            reconstructions = self.network(images)
+    def _loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor]:
+        images, features = batch
+        reconstructions = self.network(images, features)
         target = images
         if tuple(reconstructions.shape[-2:]) != self.size:
             target = F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
         return F.mse_loss(reconstructions.float(), target), images
 
-    def _step(self, batch: Tensor | tuple[Tensor, Tensor], progress: float) -> tuple[float, int]:
+    def _step(self, batch: tuple[Tensor, Tensor | None], progress: float) -> tuple[float, int]:
         """One optimizer step at ``progress`` ∈ [0, 1] of training; returns its loss and how many images it saw."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.lr * learning_rate_factor(self.config.schedule, progress)
@@ -429,14 +404,14 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
         cache = read_manifest(config.features)
         config = dataclasses.replace(config, rep=cache["representation"]["name"], data=[],
                                      rep_options=cache["representation"]["options"], image_size=cache["image_size"][0])
-    if (run / "state.safetensors").exists():
+    if RunDir(run).holds_state():
         raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
     try:
         trainer = _Trainer(config.validate(), run, show_progress)
         trainer.processes.barrier()  # every process has looked at `run` before the main one writes there
         if trainer.processes.main:
             run.mkdir(parents=True, exist_ok=True)
-            write_json(run / "config.json", config.to_dict())
+            RunDir(run).write_settings(config.to_dict())
         return trainer.run_loop()
     finally:
         distributed.leave()
@@ -461,7 +436,7 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved first).
     """
     run = Path(run)
-    saved = read_metadata(run / "state.safetensors")["training"]
+    saved = RunDir(run).training_settings()
     values = dict(saved)
     for name, value in changes.items():
         if value is None or (isinstance(value, (list, tuple, dict)) and not value):

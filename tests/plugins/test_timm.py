@@ -215,7 +215,8 @@ def test_variants() -> None:
     ({"seed": 1.5}, "seed must be an integer"),
     ({"layout": "nhwc"}, "layout must be one of auto, NCHW, NHWC"),
     ({"pretrained": True}, "unknown timm option pretrained; valid options: weights, seed, layout, tag"),
-    ({"tag": "no_such_tag"}, "tag 'no_such_tag' is not a pretrained tag of resnet18; its tags: a1_in1k, "),
+    ({"tag": "no_such_tag"}, "timm option tag must be a pretrained tag of resnet18 (a1_in1k, "),
+    ({"tag": "no_such_tag"}, ") or null, got 'no_such_tag'"),
 ])
 def test_invalid_options(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidOption) as error:
@@ -251,7 +252,8 @@ def test_the_default_pretrained_tag_is_recorded_and_rebuilt(monkeypatch: pytest.
     monkeypatch.setattr(timm, "create_model", lambda name, **kw: built.append(name) or real(name, **kw))
     create_representation("timm:resnet18:layer3", **plain.config())
     assert built == ["resnet18.a1_in1k"]  # pinned, not whatever "resnet18" means by then
-    with pytest.raises(InvalidOption, match="is not a pretrained tag of resnet18.a1_in1k"):
+    with pytest.raises(InvalidOption,
+                       match=r"tag must be 'a1_in1k' \(the tag in resnet18.a1_in1k\) or null, got 'tv_in1k'"):
         TimmLayer("resnet18.a1_in1k", "layer3", weights="none", tag="tv_in1k")
 
 

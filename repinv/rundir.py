@@ -1,0 +1,253 @@
+"""The run directory: the one place that knows its file names and how each file is read and written.
+
+A run directory holds:
+
+* ``decoder.safetensors`` — decoder weights; its metadata key ``repinv`` is one JSON string describing the run
+  (version, representation name and options, decoder name and config, image and output size, training config,
+  step, metrics), so the file alone rebuilds the model;
+* ``encoder.safetensors`` — representation weights, when its options do not rebuild them
+  (:attr:`repinv.Representation.weights_from_options`) or training fine-tuned them;
+* ``mean_image.safetensors`` — the mean training image, the baseline scored beside the decoder;
+* ``state.safetensors`` + ``state.json`` — what ``--resume`` continues from: model and optimizer tensors and RNG
+  states in one file whose metadata holds step and data position (so a kill can never pair tensors of one step
+  with counters of another); ``state.json`` is a readable copy;
+* ``config.json`` (the training settings), ``metrics.jsonl`` (the training log), ``samples/step-N.png``,
+  ``best/`` (the best validation checkpoint, same layout);
+* ``evaluation.json``, ``evaluation.png`` and ``analysis/``: what ``repinv evaluate`` and ``repinv analyze`` write
+  there by default.
+
+A linear baseline's run directory (``repinv fit-linear``) holds ``linear.safetensors`` (weights, metadata as
+above) and ``mean_image.safetensors``. Every write is atomic (:mod:`repinv.files`); nothing here is a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from repinv.errors import CheckpointError
+from repinv.files import atomic_write, load_tensors, read_log, read_metadata, save_tensors, write_json
+
+__all__ = ["RunDir"]
+
+
+class RunDir:
+    """A run directory (a trained decoder's, or a linear baseline's), by path.
+
+    Args:
+        path: the directory; nothing is read or created until a method needs it.
+    """
+
+    _DECODER, _ENCODER, _MEAN_IMAGE = "decoder.safetensors", "encoder.safetensors", "mean_image.safetensors"
+    _STATE, _STATE_COPY, _CONFIG = "state.safetensors", "state.json", "config.json"
+    _LOG, _SAMPLES, _BEST, _LINEAR = "metrics.jsonl", "samples", "best", "linear.safetensors"
+    _EVALUATION, _EVALUATION_GRID, _ANALYSIS = "evaluation.json", "evaluation.png", "analysis"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ------------------------------------------------------------------------------------------------- places
+    @property
+    def best(self) -> RunDir:
+        """The best validation checkpoint, a run directory of its own."""
+        return RunDir(self.path / self._BEST)
+
+    @property
+    def evaluation_file(self) -> Path:
+        """Where ``repinv evaluate`` writes its JSON by default."""
+        return self.path / self._EVALUATION
+
+    @property
+    def evaluation_grid(self) -> Path:
+        """Where ``repinv evaluate`` writes its grid by default."""
+        return self.path / self._EVALUATION_GRID
+
+    @property
+    def analysis_folder(self) -> Path:
+        """Where ``repinv analyze`` writes by default."""
+        return self.path / self._ANALYSIS
+
+    def sample_grid(self, step: int) -> Path:
+        """The reconstruction grid written at ``step``."""
+        return self.path / self._SAMPLES / f"step-{step}.png"
+
+    def sample_grids(self) -> list[Path]:
+        """Every sample grid, in step order."""
+        def step_of(path: Path) -> int:
+            found = re.search(r"(\d+)$", path.stem)
+            return int(found.group(1)) if found else -1
+
+        return sorted((self.path / self._SAMPLES).glob("step-*.png"), key=step_of)
+
+    def result_files(self) -> list[Path]:
+        """The result JSON files in the folder (evaluation, compare, analyze …), not its own settings."""
+        return sorted(p for p in self.path.glob("*.json") if p.name not in (self._CONFIG, self._STATE_COPY))
+
+    # ------------------------------------------------------------------------------------------- what it holds
+    def holds_decoder(self) -> bool:
+        """Whether it holds a trained decoder."""
+        return (self.path / self._DECODER).is_file()
+
+    def holds_linear(self) -> bool:
+        """Whether it holds a linear baseline."""
+        return (self.path / self._LINEAR).is_file()
+
+    def holds_state(self) -> bool:
+        """Whether it holds a resume state (a checkpoint)."""
+        return (self.path / self._STATE).exists()
+
+    def holds_encoder(self) -> bool:
+        """Whether it holds the representation's weights."""
+        return (self.path / self._ENCODER).is_file()
+
+    def holds_log(self) -> bool:
+        """Whether it has a training log."""
+        return (self.path / self._LOG).is_file()
+
+    def require(self) -> RunDir:
+        """``self``, after checking that the directory exists.
+
+        Raises:
+            CheckpointError: it does not.
+        """
+        if not self.path.is_dir():
+            raise CheckpointError(f"run directory {str(self.path)!r} not found")
+        return self
+
+    # ------------------------------------------------------------------------------------------------ reading
+    def metadata(self) -> dict[str, Any]:
+        """What the decoder (or, in a linear baseline's run, the linear map) records about the run.
+
+        Raises:
+            CheckpointError: neither file is there or readable.
+        """
+        path = self.path / (self._LINEAR if self.holds_linear() and not self.holds_decoder() else self._DECODER)
+        return read_metadata(path)
+
+    def identity(self) -> tuple[dict[str, Any], tuple[int, int]]:
+        """The representation (``{"name", "options"}``) and image size the run records.
+
+        Raises:
+            CheckpointError: the metadata lacks them.
+        """
+        meta = self.metadata()
+        try:
+            return meta["representation"], (int(meta["image_size"][0]), int(meta["image_size"][1]))
+        except (KeyError, TypeError, IndexError) as error:
+            raise CheckpointError(f"the metadata in {self.path} lacks {error}") from None
+
+    def representation_name(self) -> str:
+        """The name of the representation the run inverts (``"?"`` when the metadata does not say)."""
+        return str(self.metadata().get("representation", {}).get("name", "?"))
+
+    def read_decoder(self, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """The decoder's weights."""
+        return load_tensors(self.path / self._DECODER, device)
+
+    def read_encoder(self, device: torch.device | str = "cpu") -> dict[str, Tensor] | None:
+        """The representation's weights, when the run holds them."""
+        return load_tensors(self.path / self._ENCODER, device) if self.holds_encoder() else None
+
+    def read_linear(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """A linear baseline's metadata and tensors.
+
+        Raises:
+            CheckpointError: the run holds a decoder instead, or nothing readable.
+        """
+        if not self.holds_linear() and self.holds_decoder():
+            raise CheckpointError(f"{self.path} holds a decoder, not a linear baseline: use decoder:{self.path}")
+        path = self.path / self._LINEAR
+        return read_metadata(path), load_tensors(path)
+
+    def read_mean_image(self) -> Tensor | None:
+        """The mean training image ``(3, H, W)``, when the run holds one."""
+        path = self.path / self._MEAN_IMAGE
+        return load_tensors(path)["mean_image"] if path.is_file() else None
+
+    def require_mean_image(self) -> Tensor:
+        """The mean training image.
+
+        Raises:
+            CheckpointError: the run has none.
+        """
+        mean_image = self.read_mean_image()
+        if mean_image is None:
+            raise CheckpointError(f"{self.path} has no mean image: the mean-image baseline needs a run trained with "
+                                  "this version of repinv (or a linear baseline)")
+        return mean_image
+
+    def read_state(self, device: torch.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """The resume state: its counters and settings, and its tensors."""
+        path = self.path / self._STATE
+        return read_metadata(path), load_tensors(path, device)
+
+    def training_settings(self) -> dict[str, Any]:
+        """The settings the run's last checkpoint was trained with."""
+        settings: dict[str, Any] = read_metadata(self.path / self._STATE)["training"]
+        return settings
+
+    def read_settings(self) -> dict[str, Any] | None:
+        """``config.json``: the settings the run was started with, when present."""
+        path = self.path / self._CONFIG
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The training log's records (empty when there is none); a line a kill cut short is skipped."""
+        return read_log(self.path / self._LOG) if self.holds_log() else []
+
+    # ------------------------------------------------------------------------------------------------ writing
+    def write_settings(self, settings: Mapping[str, Any]) -> None:
+        """Create the directory and write ``config.json``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / self._CONFIG, dict(settings))
+
+    def write_model(self, decoder: Mapping[str, Tensor], metadata: Mapping[str, Any], mean_image: Tensor,
+                    encoder: Mapping[str, Tensor] | None = None) -> None:
+        """Write what :func:`repinv.load` needs: the decoder with the run's metadata, the mean image and, when
+        given, the representation's weights."""
+        save_tensors(self.path / self._DECODER, decoder, metadata)
+        save_tensors(self.path / self._MEAN_IMAGE, {"mean_image": mean_image})
+        if encoder is not None:
+            save_tensors(self.path / self._ENCODER, encoder, metadata)
+
+    def write_linear(self, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any],
+                     mean_image: Tensor | None) -> None:
+        """Write a linear baseline's run directory."""
+        save_tensors(self.path / self._LINEAR, tensors, metadata)
+        if mean_image is not None:
+            save_tensors(self.path / self._MEAN_IMAGE, {"mean_image": mean_image})
+
+    def write_state(self, tensors: Mapping[str, Tensor], state: Mapping[str, Any], readable: Mapping[str, Any]) -> None:
+        """Write the resume state (one atomic file), then its readable copy."""
+        save_tensors(self.path / self._STATE, tensors, state)
+        write_json(self.path / self._STATE_COPY, dict(readable))
+
+    def append_log(self, record: Mapping[str, Any]) -> None:
+        """Add one record to the training log."""
+        with open(self.path / self._LOG, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def keep_log_until(self, step: int) -> None:
+        """Drop the log's records of steps after ``step`` (a killed run logged them; its resume logs them again)
+        and any line a kill cut short."""
+        if not self.holds_log():
+            return
+        kept = [record for record in self.read_log() if isinstance(record.get("step"), int) and record["step"] <= step]
+        atomic_write(self.path / self._LOG,
+                     lambda p: p.write_text("".join(json.dumps(record) + "\n" for record in kept)))
