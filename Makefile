@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-quick install clean
+.PHONY: demo test test-quick check install clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ demo: $(INSTALLED)
 	$(BIN)/repinv train --recipe demo --out runs/demo
 	$(BIN)/repinv evaluate --checkpoint runs/demo --data builtin:test --grid runs/demo/held-out.png
 
-test: $(INSTALLED)
+# The whole suite, after the linter and the type checker (strict, on repinv/ and plugins/).
+test: check
 	$(BIN)/python -m pytest
+
+check: $(INSTALLED)
+	$(BIN)/ruff check repinv plugins tests bench
+	$(BIN)/mypy
 
 test-quick: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"

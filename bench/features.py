@@ -48,10 +48,10 @@ from skimage.feature import local_binary_pattern
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the VLFeat ctypes wrapper of the tests
 
-import vlfeat  # noqa: E402  (tests/vlfeat.py)
-from common import print_table, shards, start, write_results  # noqa: E402
+import vlfeat
+from common import print_table, shards, start, write_results
 
-import repinv  # noqa: E402
+import repinv
 from repinv.data.sources import ImageDataset
 from repinv.progress import console, progress_bar
 

@@ -5,7 +5,7 @@ The flat public API: create a representation by name, train a decoder for it, lo
     >>> import repinv
     >>> config = repinv.make_config("hog-64", data=["builtin"], steps=100)
     >>> result = repinv.train(config, "runs/hog")
-    >>> inverter = repinv.load("runs/hog")
+    >>> inverter = repinv.load_decoder("runs/hog")
     >>> reconstructions = inverter.reconstruct(images)
 """
 
@@ -19,26 +19,38 @@ from repinv.analysis.studies import analyze, interpolate, write_interpolation_st
 from repinv.data.cache import FeatureCache, cache_features
 from repinv.data.sources import DataWarning, ImageDataset, load_image, load_images
 from repinv.errors import (
-    CacheError,
-    CheckpointError,
-    DataError,
-    InvalidOption,
-    NotDifferentiable,
-    RepinvError,
-    ShapeError,
-    UnknownName,
-    UnknownRepresentation,
-    UnknownVariant,
-    WeightsUnavailable,
+                           CacheError,
+                           CheckpointError,
+                           DataError,
+                           InvalidOption,
+                           NotDifferentiable,
+                           RepinvError,
+                           ShapeError,
+                           UnknownName,
+                           UnknownRepresentation,
+                           UnknownVariant,
+                           WeightsUnavailable,
 )
-from repinv.inversion.decoder import Inverter, load
+from repinv.inversion.base import InversionMethod
+from repinv.inversion.decoder import DecoderInverter, Inverter, load, load_decoder
 from repinv.inversion.linear import LinearInverter, fit_linear, load_linear
+from repinv.inversion.loading import load_inverter
+from repinv.inversion.mean import MeanImageInverter, load_mean_image
 from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings, optimize_images
-from repinv.options import with_defaults
+from repinv.options import (
+                           Option,
+                           dataclass_options,
+                           option_defaults,
+                           option_error,
+                           parse_value,
+                           validate_options,
+                           with_defaults,
+)
 from repinv.registry.factories import build_decoder, create_representation, decoder_from_config, list_representations
 from repinv.registry.hookspecs import hookimpl, hookspec
 from repinv.registry.manager import get_registry, register_plugin, reset_plugins, unregister_plugin
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
+from repinv.rundir import RunDir
 from repinv.training.config import TrainConfig, list_recipes, load_recipe, make_config
 from repinv.training.loop import TrainingInterrupted, TrainResult, resume, train
 from repinv.utils import VERSION as __version__
@@ -50,12 +62,15 @@ __all__ = [
     "FeatureSpec", "Representation", "create_representation", "list_representations", "check_images",
     "check_shape", "rgb_to_gray", "with_defaults", "hookimpl", "hookspec", "get_registry", "register_plugin",
     "unregister_plugin", "reset_plugins",
+    # options (the one validation, for the core and for plugins)
+    "Option", "validate_options", "option_error", "option_defaults", "dataclass_options", "parse_value",
     # decoders, data, training
     "build_decoder", "decoder_from_config", "ImageDataset", "load_image", "load_images", "DataWarning",
     "TrainConfig", "make_config", "load_recipe", "list_recipes", "train", "resume", "TrainResult",
-    "TrainingInterrupted", "cache_features", "FeatureCache",
-    # using a trained decoder
-    "Inverter", "load", "evaluate", "psnr", "ssim",
+    "TrainingInterrupted", "cache_features", "FeatureCache", "RunDir",
+    # inversion methods (Inverter and load: the decoder's, under their earlier names)
+    "InversionMethod", "DecoderInverter", "Inverter", "load_decoder", "load", "load_inverter", "MeanImageInverter",
+    "load_mean_image", "evaluate", "psnr", "ssim",
     # baselines and reports
     "OptimizeSettings", "OptimizationInverter", "optimize_images", "LinearInverter", "fit_linear", "load_linear",
     "compare", "report",

@@ -75,7 +75,7 @@ def reps(pattern: str, image_size: int) -> None:
         try:
             rep = create_representation(name)
             spec = rep.spec((image_size, image_size))
-            shape, kind, grad = str(spec), spec.kind, "yes" if rep.differentiable else "no"
+            shape, kind, grad = str(spec), str(spec.kind), "yes" if rep.differentiable else "no"
         except RepinvError as error:
             shape, kind, grad = f"({error})", "?", "?"
         rows.append([name, kind, shape, grad, "" if family in described else entry.description])
@@ -199,9 +199,11 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), help=f"JSON results (default {RunDir('RUN').evaluation_file}).")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help=f"JSON results (default {RunDir('RUN').evaluation_file}).")
 @click.option("--grid", type=click.Path(dir_okay=False),
-              help=f"PNG of the first 8 test images beside their reconstructions (default {RunDir('RUN').evaluation_grid}).")
+              help="PNG of the first 8 test images beside their reconstructions "
+                   f"(default {RunDir('RUN').evaluation_grid}).")
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
              out: str | None, grid: str | None) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
@@ -309,7 +311,8 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
 @click.option("--rep", help="Representation for --method optimize (default: the --checkpoint run's).")
 @click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
 @click.option("--opt", "optimize_opts", multiple=True, metavar="KEY=VALUE",
-              help="Optimization setting, e.g. steps=200 (repeatable; see repinv.optimize.OptimizeSettings).")
+              help="Optimization setting, e.g. steps=200 (repeatable; see "
+                   "repinv.inversion.optimization.OptimizeSettings).")
 @click.option("--image-size", type=int, help="Image side for --method optimize with --rep (default 64).")
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("--features", type=click.Path(dir_okay=False),

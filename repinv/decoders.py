@@ -95,7 +95,7 @@ def level_channels(level: int, width: float = 1.0, max_channels: int | None = No
         ``min(max_channels, round(width * 16 * 2**level))``, at least 1.
     """
     cap = max(1, round(MAX_CHANNELS * width)) if max_channels is None else max_channels
-    return max(1, min(cap, round(width * BASE_CHANNELS * 2 ** max(1, level))))
+    return max(1, min(cap, round(width * BASE_CHANNELS * (1 << max(1, level)))))
 
 
 def auto_contract(shape: Sequence[int], output_size: Sequence[int]) -> int:
@@ -179,7 +179,7 @@ class Decoder(nn.Module):
         check_shape(features, ("B", *self.spec.shape), what=f"features for the {self.name} decoder")
         if not features.is_floating_point():
             raise ShapeError(f"features for the {self.name} decoder must be floating point, got {features.dtype}")
-        images = self.layers(features)
+        images: Tensor = self.layers(features)
         if self._resize:
             images = F.interpolate(images, size=self.output_size, mode="bilinear", align_corners=False,
                                    antialias=self._antialias)
@@ -205,15 +205,17 @@ def _init(layer: nn.Module, gain: float, bias: float = 0.0) -> None:
     A stride-2 transposed convolution sums over ``in_channels * k**2 / 4`` inputs per output on average, not
     ``in_channels * k**2``; using the true fan-in keeps activations at unit scale through the up-convolutions.
     """
+    fan_in: float
     if isinstance(layer, nn.Linear):
         fan_in = layer.in_features
     else:
         assert isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
         fan_in = layer.in_channels * KERNEL * KERNEL
         if isinstance(layer, nn.ConvTranspose2d):
-            fan_in /= layer.stride[0] * layer.stride[1]
+            fan_in = fan_in / (layer.stride[0] * layer.stride[1])
     nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(fan_in))
-    nn.init.constant_(layer.bias, bias)
+    if layer.bias is not None:
+        nn.init.constant_(layer.bias, bias)
 
 
 def _stack(layers: OrderedDict[str, nn.Module], name: str, layer: nn.Module, final: bool = False) -> None:

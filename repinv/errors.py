@@ -87,7 +87,7 @@ class UnknownVariant(RepinvError):
         self.family: str | None = None
         super().__init__(self._message())
 
-    def with_family(self, family: str) -> "UnknownVariant":
+    def with_family(self, family: str) -> UnknownVariant:
         """Return the same error with the family named in its message."""
         self.family = family
         self.args = (self._message(),)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from repinv.errors import CheckpointError
@@ -43,7 +43,7 @@ def _process_umask() -> int:
 _FILE_MODE = 0o666 & ~_process_umask()
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write a file through a temporary sibling, then rename it into place.
 
     Args:
@@ -103,7 +103,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
     if METADATA_KEY not in header:
         raise CheckpointError(f"{path} has no repinv metadata: it was not written by repinv")
-    return json.loads(header[METADATA_KEY])
+    metadata: dict[str, Any] = json.loads(header[METADATA_KEY])
+    return metadata
 
 
 def load_tensors(path: Path, device: torch.device | str = "cpu") -> dict[str, Tensor]:

@@ -97,9 +97,10 @@ class Option:
     length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.minimum is not None and self.above is not None or self.maximum is not None and self.below is not None:
+        if ((self.minimum is not None and self.above is not None)
+                or (self.maximum is not None and self.below is not None)):
             raise ValueError(f"option {self.name}: give minimum or above, maximum or below, not both")
-        if not (self.kind in KINDS or isinstance(self.kind, tuple) and all(isinstance(c, str) for c in self.kind)):
+        if not (self.kind in KINDS or (isinstance(self.kind, tuple) and all(isinstance(c, str) for c in self.kind))):
             raise ValueError(f"option {self.name}: kind must be one of int, float, bool, str, dict, list, object or "
                              f"a tuple of strings, got {self.kind!r}")
         try:
@@ -157,24 +158,26 @@ class Option:
 
     def _noun(self, plural: bool) -> str:
         """``"positive integer"``, ``"numbers in [0, 1)"``: the kind with its bounds."""
-        noun = {int: "integer", float: "number", str: "string", dict: "mapping",
-                list: "string or list of strings"}.get(self.kind, "value")
+        nouns: dict[type | tuple[str, ...], str] = {int: "integer", float: "number", str: "string", dict: "mapping",
+                                                    list: "string or list of strings"}
+        noun = nouns.get(self.kind, "value")
         if plural:
             noun = "strings or lists of strings" if self.kind is list else noun + "s"
-        low, high = (self.minimum if self.above is None else self.above), (
-            self.maximum if self.below is None else self.below)
-        if self.kind not in (int, float) or low is None and high is None:
+        low = self.minimum if self.above is None else self.above
+        high = self.maximum if self.below is None else self.below
+        if self.kind not in (int, float) or (low is None and high is None):
             return noun
-        if high is None and (low == 0 and self.above is not None or low == 1 and self.kind is int):
+        if high is None and ((low == 0 and self.above is not None) or (low == 1 and self.kind is int)):
             return f"positive {noun}"
         if high is None and low == 0:
             return f"non-negative {noun}"
         if low is not None and high is not None:
-            return (f"{noun} in {'(' if self.above is not None else '['}{_number(low)}, {_number(high)}"
+            return (f"{noun} in {'(' if self.above is not None else '['}{_bound_text(low)}, {_bound_text(high)}"
                     f"{')' if self.below is not None else ']'}")
         if low is not None:
-            return f"{noun} {'>' if self.above is not None else '>='} {_number(low)}"
-        return f"{noun} {'<' if self.below is not None else '<='} {_number(high)}"
+            return f"{noun} {'>' if self.above is not None else '>='} {_bound_text(low)}"
+        assert high is not None  # low is None here, and not both are
+        return f"{noun} {'<' if self.below is not None else '<='} {_bound_text(high)}"
 
     def _single(self, value: Any) -> Any:
         """One value converted to ``kind`` and within the bounds, or ``_INVALID``."""
@@ -202,20 +205,20 @@ class Option:
             number: int | float = int(value)
         else:
             number = float(value)
-            if not math.isfinite(number) or self.kind is int and not number.is_integer():
+            if not math.isfinite(number) or (self.kind is int and not number.is_integer()):
                 return _INVALID
         try:
             number = int(number) if self.kind is int else float(number)
         except OverflowError:  # an integer too large for a float
             return _INVALID
-        if (self.minimum is not None and number < self.minimum or self.above is not None and number <= self.above
-                or self.maximum is not None and number > self.maximum
-                or self.below is not None and number >= self.below):
+        if ((self.minimum is not None and number < self.minimum) or (self.above is not None and number <= self.above)
+                or (self.maximum is not None and number > self.maximum)
+                or (self.below is not None and number >= self.below)):
             return _INVALID
         return number
 
 
-def _number(value: float) -> str:
+def _bound_text(value: float) -> str:
     """A bound as people write it: ``0``, ``0.5``, ``1e-06``."""
     return f"{value:g}"
 
@@ -314,7 +317,7 @@ def _described_kind(hint: Any, where: str) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple and args and Ellipsis not in args and len(set(args)) == 1 and args[0] in (int, float, str):
         return {**described, "kind": args[0], "length": len(args)}
-    if hint is list or origin is list and args in ((), (str,)):
+    if hint is list or (origin is list and args in ((), (str,))):
         return {**described, "kind": list}
     if hint is dict or origin is dict:
         return {**described, "kind": dict}
@@ -405,5 +408,6 @@ def size_pair(value: Any, what: str = "image_size", owner: str = "") -> tuple[in
     # computed, so a float is more likely a mistake than a size.
     if isinstance(pair, Sequence) and not isinstance(pair, str) and all(integer(v) for v in pair):
         with contextlib.suppress(InvalidOption):
-            return _SIZE.check(pair)
+            height, width = _SIZE.check(pair)
+            return int(height), int(width)
     raise option_error(owner, what, f"{_SIZE.describe()} (H, W), or one for a square", value)

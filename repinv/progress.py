@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 
 __all__ = ["console", "progress_bar"]
 
@@ -30,14 +30,14 @@ def progress_bar(description: str, total: int | None, enabled: bool = True,
     if not enabled:
         yield lambda n=1, **fields: None
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"))
+    columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[status]}")]
     if not own_eta:
-        columns += (TimeRemainingColumn(),)
+        columns.append(TimeRemainingColumn())
     with Progress(*columns, console=_progress_console, transient=False) as progress:
         task = progress.add_task(description, total=total, status="")
 
         def advance(n: int = 1, **fields: object) -> None:
-            progress.update(task, advance=n, **fields)
+            progress.update(task, advance=n, **fields)  # type: ignore[arg-type]  # rich types **fields too narrowly
 
         yield advance

@@ -110,7 +110,7 @@ class RunDir:
 
     def holds_state(self) -> bool:
         """Whether it holds a resume state (a checkpoint)."""
-        return (self.path / self._STATE).exists()
+        return (self.path / self._STATE).is_file()
 
     def holds_encoder(self) -> bool:
         """Whether it holds the representation's weights."""
@@ -244,8 +244,8 @@ class RunDir:
             handle.write(json.dumps(record) + "\n")
 
     def keep_log_until(self, step: int) -> None:
-        """Drop the log's records of steps after ``step`` (a killed run logged them; its resume logs them again)
-        and any line a kill cut short."""
+        """Keep only the log's records of steps up to ``step``: records of later steps (a killed run logged them; its
+        resume logs them again), lines a kill cut short and records without a step are dropped."""
         if not self.holds_log():
             return
         kept = [record for record in self.read_log() if isinstance(record.get("step"), int) and record["step"] <= step]

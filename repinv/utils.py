@@ -65,9 +65,8 @@ def check_shape(tensor: Tensor, pattern: Sequence[int | str], what: str = "tenso
         if isinstance(want, int):
             if size != want:
                 raise ShapeError(f"{what} must have shape {expected}, got {shape}")
-        elif want != "*":
-            if bound.setdefault(want, size) != size:
-                raise ShapeError(f"{what} must have shape {expected}, got {shape}")
+        elif want != "*" and bound.setdefault(want, size) != size:
+            raise ShapeError(f"{what} must have shape {expected}, got {shape}")
     return bound
 
 

@@ -70,7 +70,7 @@ def test_reps_lists_hog_with_its_shape():
 
 def test_plugins_lists_core_and_hog():
     result = _invoke("plugins")
-    assert "repinv.decoders" in result.output and "repinv.analysis.perturbations" in result.output and "hog" in result.output
+    assert all(name in result.output for name in ("repinv.decoders", "repinv.analysis.perturbations", "hog"))
 
 
 def test_evaluate_prints_table_and_writes_json_and_grid(trained_run, photo_folder, tmp_path):
@@ -97,8 +97,9 @@ def test_invert_images_and_features(trained_run, photo_folder, tmp_path):
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "dec").iterdir())) == 2
     save_file({"features": torch.rand(2, 31, 5, 5)}, str(tmp_path / "bad.safetensors"))
-    _one_line_error(_invoke("invert", "--checkpoint", str(trained_run), "--features",
-                            str(tmp_path / "bad.safetensors"), "--out", str(tmp_path / "x")), "features must have shape")
+    result = _invoke("invert", "--checkpoint", str(trained_run), "--features", str(tmp_path / "bad.safetensors"),
+                     "--out", str(tmp_path / "x"))
+    _one_line_error(result, "features must have shape")
 
 
 def test_help_is_there_for_every_command():

@@ -88,7 +88,7 @@ def test_same_stems_in_different_batches_get_different_files(runs, photo_folder,
     copies = []
     for folder in ("a", "b", "c"):
         (tmp_path / folder).mkdir()
-        copies.append((tmp_path / folder / photo.name))
+        copies.append(tmp_path / folder / photo.name)
         copies[-1].write_bytes(photo.read_bytes())
     inverter = load_inverter("decoder", runs / "decoder", device="cpu")
     written = invert_images(inverter, copies, tmp_path / "out", batch_size=2)

@@ -73,9 +73,9 @@ def test_invalid_ranges_are_refused():
     with pytest.raises(InvalidOption,
                        match=r"training option betas must be a pair of numbers in \[0, 1\), got \(0.9, 1\)"):
         make_config(betas=(0.9, 1))
-    with pytest.raises(InvalidOption, match="training option schedule must be one of paper, .*, got 'linear'"):
+    with pytest.raises(InvalidOption, match=r"training option schedule must be one of paper, .*, got 'linear'"):
         make_config(schedule="linear")
-    with pytest.raises(InvalidOption, match="training option data must be at least one data source.*, got \\[\\]"):
+    with pytest.raises(InvalidOption, match=r"training option data must be at least one data source.*, got \[\]"):
         TrainConfig(data=[]).validate()
     assert TrainConfig(data=[], features="cache").validate().features == "cache"
 
@@ -136,7 +136,7 @@ def test_integers_accept_integral_floats_and_numbers_accept_integers():
     checked = validate_options("demo", {"cell_size": 200.0, "gain": 3, "rate": 0}, SCHEMA)
     assert checked["cell_size"] == 200 and type(checked["cell_size"]) is int
     assert checked["gain"] == 3.0 and type(checked["gain"]) is float and type(checked["rate"]) is float
-    with pytest.raises(InvalidOption, match="demo option cell_size must be a positive integer, got 2.5"):
+    with pytest.raises(InvalidOption, match=r"demo option cell_size must be a positive integer, got 2\.5"):
         validate_options("demo", {"cell_size": 2.5}, SCHEMA)
     with pytest.raises(InvalidOption, match="demo option cell_size must be a positive integer, got '4'"):
         validate_options("demo", {"cell_size": "4"}, SCHEMA)
@@ -176,10 +176,10 @@ def test_bounds_are_checked(name, value, what):
 
 def test_choices_keywords_and_lists():
     assert validate_options("demo", {"layout": "NHWC", "limit": "auto", "sources": "a"}, SCHEMA)["sources"] == ["a"]
-    with pytest.raises(InvalidOption, match="^demo option layout must be one of auto, NCHW, NHWC, got 'nhwc'$"):
+    with pytest.raises(InvalidOption, match=r"^demo option layout must be one of auto, NCHW, NHWC, got 'nhwc'$"):
         validate_options("demo", {"layout": "nhwc"}, SCHEMA)
-    with pytest.raises(InvalidOption, match="^demo option limit must be a non-negative integer, 'auto' or null, "
-                                            "got 'many'$"):
+    with pytest.raises(InvalidOption, match=r"^demo option limit must be a non-negative integer, 'auto' or null, "
+                                            r"got 'many'$"):
         validate_options("demo", {"limit": "many"}, SCHEMA)
     with pytest.raises(InvalidOption, match="demo option sources must be a string or list of strings, got \\[1\\]"):
         validate_options("demo", {"sources": [1]}, SCHEMA)
@@ -214,7 +214,7 @@ def test_option_error_and_plain_arguments_share_the_style():
 def test_with_defaults_only_refuses_unknown_names():
     assert with_defaults("edges", {"cell_size": "anything"}, {"cell_size": 4, "seed": 0}) == {
         "cell_size": "anything", "seed": 0}
-    with pytest.raises(InvalidOption, match="^unknown edges option cellsize; valid options: cell_size, seed$"):
+    with pytest.raises(InvalidOption, match=r"^unknown edges option cellsize; valid options: cell_size, seed$"):
         with_defaults("edges", {"cellsize": 4}, {"cell_size": 4, "seed": 0})
 
 
@@ -234,5 +234,5 @@ def test_a_schema_from_a_dataclass():
         ("names", list, False, None), ("mode", ("a", "b"), False, None)]
     assert validate_options("settings", {"steps": 3.0, "rate": 1}, schema) == {
         "steps": 3, "rate": 1.0, "pair": (0.0, 1.0), "names": [], "mode": "a"}
-    with pytest.raises(InvalidOption, match="^settings option steps must be a positive integer, got 0$"):
+    with pytest.raises(InvalidOption, match=r"^settings option steps must be a positive integer, got 0$"):
         validate_options("settings", {"steps": 0}, schema)

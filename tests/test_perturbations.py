@@ -120,8 +120,8 @@ def test_all_zero_features_stay_zero():
     ("dropout:1.5", InvalidOption, "[0, 1)"),
     ("dropout:abc", InvalidOption, "RATE"),
     ("keep-top", InvalidOption, "needs K"),
-    ("keep-top:0", InvalidOption, "from 1 to 496"),
-    ("drop-top:497", InvalidOption, "from 1 to 496"),
+    ("keep-top:0", InvalidOption, "K must be an integer in [1, 496], got 0"),
+    ("drop-top:497", InvalidOption, "K must be an integer in [1, 496], got 497"),
     ("dropout:", InvalidOption, "NAME:ARG"),
     ("binarise", UnknownName, "unknown perturbation 'binarise'; available: binarize"),
 ])
@@ -200,7 +200,7 @@ def test_gaussian_fits_the_pooled_non_zero_values_and_alpha_scales():
     values = real[real != 0]
     assert model.mean == pytest.approx(float(values.mean()), rel=1e-5)
     assert model.std == pytest.approx(float(values.std()), rel=1e-5)
-    generator = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    generator = lambda: torch.Generator().manual_seed(4)
     once = model.sample(4, generator=generator())
     assert torch.equal(once, model.sample(4, generator=generator()))
     assert torch.allclose(model.sample(4, generator=generator(), alpha=2.0), 2 * once)

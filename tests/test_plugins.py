@@ -108,7 +108,8 @@ def test_unknown_variant_names_family_and_nearest_first(doubler_plugin):
 
     name = repinv.register_plugin(Layered(), name="layered")
     try:
-        with pytest.raises(UnknownVariant, match=r"unknown layer 'fc9' for layered; available: fc8, fc7, fc6, conv1, conv2"):
+        expected = r"unknown layer 'fc9' for layered; available: fc8, fc7, fc6, conv1, conv2"
+        with pytest.raises(UnknownVariant, match=expected):
             repinv.create_representation("layered:fc9")
     finally:
         repinv.unregister_plugin(name)

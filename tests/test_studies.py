@@ -135,7 +135,7 @@ def test_sample_images_matches_the_sparsity_of_real_features(runs, photo_folder)
     inverter = load(runs[0], "cpu")
     for method in ("histogram", "gaussian"):
         images, summary = sample_images(inverter, str(photo_folder), method, 6, seed=3)
-        assert images.shape == (6, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+        assert images.shape == (6, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
         assert summary["images"] == 12
         assert abs(summary["sample_sparsity"] - summary["real_sparsity"]) <= 0.02
         json.dumps(summary)
@@ -168,7 +168,7 @@ def test_a_plugin_perturbation_is_listed_and_runs(negate_plugin, runs, photo_fol
 
 @pytest.mark.parametrize("args, fragment", [
     (["--perturb", "binarise"], "unknown perturbation 'binarise'; available: binarize"),
-    (["--perturb", "dropout:2"], "dropout:2: RATE must be a number in [0, 1)"),
+    (["--perturb", "dropout:2"], "perturbation dropout option RATE must be a number in [0, 1), got 2"),
     (["--perturb", "keep-top"], "keep-top needs K"),
 ])
 def test_bad_perturbations_give_one_line(args, fragment, runs):

@@ -81,7 +81,8 @@ STD = (0.229, 0.224, 0.225)
 def _meta_model() -> nn.Module:
     """A weightless AlexNet on the meta device: module names and shapes without memory or downloads."""
     with torch.device("meta"):
-        return torchvision.models.alexnet().eval()
+        model: nn.Module = torchvision.models.alexnet().eval()  # torchvision is untyped to mypy: Any
+    return model
 
 
 @functools.cache
@@ -98,7 +99,7 @@ def _layer_shape(module_name: str) -> tuple[int, ...]:
     return tuple(_as_features(output, module_name, 1).shape[1:])
 
 
-def _as_features(output: Any, what: str, batch: int) -> Tensor:
+def _as_features(output: object, what: str, batch: int) -> Tensor:
     """Check that a module's output is a feature map ``(B, C, h, w)`` or vector ``(B, D)``."""
     if not isinstance(output, Tensor) or output.dim() not in (2, 4) or output.shape[0] != batch:
         described = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
@@ -110,13 +111,14 @@ def _imagenet_state_dict() -> dict[str, Tensor]:
     """torchvision's ImageNet weights for AlexNet, through its weights API and cache (``$TORCH_HOME``)."""
     weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
     try:
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+        state: dict[str, Tensor] = weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     except Exception as error:  # no network, a proxy, a truncated or corrupt download: all mean "not available"
         reason = describe_error(error)
         raise WeightsUnavailable(
             f"AlexNet's ImageNet weights (torchvision AlexNet_Weights.IMAGENET1K_V1) could not be obtained "
             f"({type(error).__name__}: {reason}); use --rep-opt weights=none for random weights, or "
             f"--rep-opt weights=/path/to/alexnet.safetensors (or .pth) for a local copy") from None
+    return state
 
 
 class AlexNetLayer(DeferredWeights, Representation):
@@ -140,6 +142,8 @@ class AlexNetLayer(DeferredWeights, Representation):
 
     differentiable = True
     per_image = False
+    mean: Tensor  # buffers, registered in __init__: (1, 3, 1, 1)
+    std: Tensor
 
     def __init__(self, layer: str, weights: Any = "imagenet", seed: int = 0) -> None:
         super().__init__()

@@ -104,7 +104,8 @@ def _polar(gx: Tensor, gy: Tensor) -> tuple[Tensor, Tensor]:
     """Magnitude and angle of the gradients; through :class:`_Polar` only when a gradient is needed (its
     machinery costs more than the arithmetic at small batches)."""
     if torch.is_grad_enabled() and (gx.requires_grad or gy.requires_grad):
-        return _Polar.apply(gx, gy)
+        polar: tuple[Tensor, Tensor] = _Polar.apply(gx, gy)  # Function.apply returns Any in torch's stubs
+        return polar
     return (gx * gx + gy * gy).sqrt_(), torch.atan2(gy, gx)
 
 
@@ -395,7 +396,7 @@ class HOG(Representation):
         chunk = _CHUNK_PIXELS if images.device.type == "cpu" else _CHUNK_PIXELS_ACCELERATOR
         step = max(1, chunk // (height * width))
         chunks = [hog_uoctti(rgb_to_gray(part)[:, 0], self.cell_size, self.orientations,
-                             self.bilinear_orientations, geometry) for part in images.split(step)]
+                             self.bilinear_orientations, geometry) for part in torch.split(images, step)]
         return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:

@@ -105,9 +105,9 @@ def lbp_codes(gray: Tensor) -> Tensor:
 
 
 def _codes(gray: Tensor) -> Tensor:
-    """:func:`lbp_codes` as int64 (an index). Each comparison is written straight into a buffer of the image's float type and
-    added with its bit's weight (sums of distinct powers of two below 256: exact), then converted once: torch's
-    CPU kernels vectorize these, while bool results and uint8 shifts took 3-4 times longer and int32
+    """:func:`lbp_codes` as int64 (an index). Each comparison is written straight into a buffer of the image's
+    float type and added with its bit's weight (sums of distinct powers of two below 256: exact), then converted
+    once: torch's CPU kernels vectorize these, while bool results and uint8 shifts took 3-4 times longer and int32
     accumulation about 20% longer (and int64 arithmetic is not vectorized on AVX2)."""
     height, width = gray.shape[-2:]
     center = gray[..., 1:-1, 1:-1]
@@ -284,7 +284,7 @@ class LBP(Representation):
             targets = torch.empty(min(step, images.shape[0]), geometry.base.numel(), dtype=torch.int64,
                                   device=images.device)
             chunks = [_cell_histograms(_vote_targets(rgb_to_gray(part)[:, 0], geometry, out=targets[:len(part)]),
-                                       geometry) for part in images.split(step)]
+                                       geometry) for part in torch.split(images, step)]
             return (chunks[0] if len(chunks) == 1 else torch.cat(chunks)).to(dtype)
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:

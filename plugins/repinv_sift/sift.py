@@ -4,7 +4,7 @@ The paper (Dosovitskiy & Brox 2016, sparse SIFT) turns a set of SIFT keypoints i
 cut into cells of ``d x d`` pixels; a cell without a keypoint gets a zero vector, a cell with one gets the
 keypoint's descriptor, its position inside the cell, the sine and cosine of its orientation and the logarithm
 of its scale; a cell with several keypoints gets one of them chosen at random. This module computes it with
-OpenCV's ``cv2.SIFT_create()`` (default settings: 3 layers per octave, contrast threshold 0.04, edge threshold
+OpenCV's ``cv2.SIFT.create()`` (default settings: 3 layers per octave, contrast threshold 0.04, edge threshold
 10, sigma 1.6, the image upsampled 2x first, no limit on the number of keypoints) and
 ``detectAndCompute`` on the grayscale image.
 
@@ -117,7 +117,7 @@ def sift_grid_size(image_size: tuple[int, int], cell_size: int) -> tuple[int, in
 @functools.lru_cache(maxsize=1)
 def _detector() -> cv2.SIFT:
     """One default ``cv2.SIFT`` per process (it holds only its settings, so it is safe to share and to fork)."""
-    return cv2.SIFT_create()
+    return cv2.SIFT.create()
 
 
 @contextmanager

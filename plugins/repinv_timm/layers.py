@@ -25,11 +25,12 @@ and standard deviation inside the representation, so the feature shape does not 
 
 Weights (option ``weights``): ``pretrained`` (default) is timm's own pretrained weights for the model (Hugging Face
 Hub and timm's cache; when the Hub cannot be reached within 3 s, only the cache is tried, so an offline machine
-gets its answer at once instead of after the Hub client's retries); ``none`` is timm's random initialization, seeded by option ``seed``; a path loads a local
-state dict in timm's key format (``.safetensors``, or ``.pth`` read with ``torch.load(weights_only=True)``). Weights
-are loaded on the first :meth:`~TimmLayer.forward` or :meth:`~TimmLayer.state_dict` (or
-:meth:`~TimmLayer.load_weights`), never when the representation is only created, so listing layers and shapes works
-offline; ``load_state_dict`` (a run's ``encoder.safetensors``) supplies the weights itself.
+gets its answer at once instead of after the Hub client's retries); ``none`` is timm's random initialization,
+seeded by option ``seed``; a path loads a local state dict in timm's key format (``.safetensors``, or ``.pth`` read
+with ``torch.load(weights_only=True)``). Weights are loaded on the first :meth:`~TimmLayer.forward` or
+:meth:`~TimmLayer.state_dict` (or :meth:`~TimmLayer.load_weights`), never when the representation is only created,
+so listing layers and shapes works offline; ``load_state_dict`` (a run's ``encoder.safetensors``) supplies the
+weights itself.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import timm
-import timm.data
 import torch
 import torch.nn.functional as F
+from timm.data.config import resolve_data_config
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
@@ -94,7 +95,7 @@ def _fits(height: int, width: int, input_size: tuple[int, int]) -> bool:
     return abs(height * input_size[1] - width * input_size[0]) < max(input_size)
 
 
-def to_features(output: Any, *, batch: int, input_size: tuple[int, int], num_prefix_tokens: int = 0,
+def to_features(output: object, *, batch: int, input_size: tuple[int, int], num_prefix_tokens: int = 0,
                 grid: Sequence[int] | None = None, layout: str = "auto", default_layout: str = "NCHW",
                 what: str = "the layer") -> Tensor:
     """Bring a module's output to a feature map ``(B, C, h, w)`` or a feature vector ``(B, D)``.
@@ -141,11 +142,11 @@ def to_features(output: Any, *, batch: int, input_size: tuple[int, int], num_pre
     tokens, channels = shape[1], shape[2]
     height = width = 0
     for prefix in dict.fromkeys((num_prefix_tokens, 0)):  # prefix tokens dropped, or a sequence without them
-        count = tokens - prefix
-        if grid is not None and count == int(grid[0]) * int(grid[1]):
+        cells = tokens - prefix
+        if grid is not None and cells == int(grid[0]) * int(grid[1]):
             height, width = int(grid[0]), int(grid[1])
-        elif count > 0 and math.isqrt(count) ** 2 == count:
-            height = width = math.isqrt(count)
+        elif cells > 0 and math.isqrt(cells) ** 2 == cells:
+            height = width = math.isqrt(cells)
         if height:
             break
     if not height:
@@ -153,6 +154,15 @@ def to_features(output: Any, *, batch: int, input_size: tuple[int, int], num_pre
                          f"no grid; choose another layer")
     patches = output[:, tokens - height * width:]
     return patches.transpose(1, 2).reshape(batch, channels, height, width).contiguous()
+
+
+@runtime_checkable
+class _PreLogits(Protocol):
+    """A timm model with the pre-logits head (``forward_features`` and ``forward_head``, as timm's models have)."""
+
+    def forward_features(self, x: Tensor) -> Any: ...
+
+    def forward_head(self, x: Any, pre_logits: bool = False) -> Any: ...
 
 
 def featured_layers(model: nn.Module) -> list[str]:
@@ -270,6 +280,8 @@ class TimmLayer(DeferredWeights, Representation):
     differentiable = True
     per_image = False
     _specs: ClassVar[dict[tuple[str, str, str], tuple[int, ...]]] = {}  # per (model, layer, layout)
+    mean: Tensor  # buffers, registered in __init__: (1, C, 1, 1)
+    std: Tensor
 
     def __init__(self, model_name: str, layer: str, weights: Any = "pretrained", seed: int = 0,
                  layout: str = "auto", tag: str | None = None) -> None:
@@ -302,13 +314,14 @@ class TimmLayer(DeferredWeights, Representation):
         if layer == "pooled" and not hasattr(self.model, "forward_head"):
             raise UnknownVariant(f"{model_name}:{layer}", available=[
                 f"{model_name}:{n}" for n in featured_layers(self.model)])
-        data = timm.data.resolve_data_config({}, model=self.model)
+        # The model's data config (input_size, interpolation, mean, std, ...).
+        data: dict[str, Any] = resolve_data_config(  # type: ignore[no-untyped-call]  # timm's is unannotated
+            {}, model=self.model)
         channels, height, width = (int(v) for v in data["input_size"])
         if channels not in (1, 3):
             raise InvalidOption(f"timm model {model_name} takes {channels}-channel images; repinv gives RGB")
         self.input_size = (height, width)
-        self.interpolation = data.get("interpolation") if data.get("interpolation") in ("bilinear", "bicubic") \
-            else "bilinear"
+        self.interpolation = "bicubic" if data.get("interpolation") == "bicubic" else "bilinear"  # others: bilinear
         mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, channels, 1, 1)
         std = torch.tensor(data["std"], dtype=torch.float32).view(1, channels, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
@@ -338,6 +351,9 @@ class TimmLayer(DeferredWeights, Representation):
         if self.layer == "logits":
             output = model(inputs)
         elif self.layer == "pooled":
+            if not isinstance(model, _PreLogits):  # the constructor checked; timm pairs the two methods
+                raise UnknownVariant(f"{self.model_name}:{self.layer}", available=[
+                    f"{self.model_name}:{n}" for n in featured_layers(model)])
             output = model.forward_head(model.forward_features(inputs), pre_logits=True)
         else:
             output = capture(model, model.get_submodule(self.layer), inputs)

@@ -89,16 +89,19 @@ def _build_methods(specs: Sequence[str], rep: str | None, rep_options: dict[str,
         if kind == "mean" and not (run or first_run):
             raise InvalidOption("method mean needs a run with a mean image: mean:RUN, or a decoder:RUN or "
                                 "linear:RUN beside it")
+        source = run or first_run
         if kind != "optimize":
-            method.inverter = load_inverter(kind, run or first_run, device=device)
+            method.inverter = load_inverter(kind, source, device=device)
             meta_rep = method.inverter.metadata["representation"]
             method.representation = {"name": meta_rep["name"], "options": method.inverter.representation.config()}
             method.image_size = method.inverter.image_size
-        elif run or first_run:
-            method.representation, method.image_size = RunDir(run or first_run).identity()
+        elif source:
+            method.representation, method.image_size = RunDir(source).identity()
         methods.append(method)
-    reference = next((m for m in methods if m.representation is not None), None)
-    if reference is None:
+    reference = next((m for m in methods if m.representation is not None and m.image_size is not None), None)
+    identity: dict[str, Any]
+    size: tuple[int, int]
+    if reference is None or reference.representation is None or reference.image_size is None:
         if rep is None:
             raise InvalidOption("no method names a representation: give --rep (and --image-size) for optimize")
         built = create_representation(rep, **rep_options)
@@ -180,7 +183,7 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
     loader = evaluation_loader(data, size, limit=limit, batch_size=batch_size, workers=workers,
                                pin_memory=target.type == "cuda")
     entries = [Entry(m.label, m.inverter) for m in built if m.inverter is not None]
-    scores = score(loader, representation, entries, total=len(loader.dataset), device=target, seed=seed, timed=True,
+    scores = score(loader, representation, entries, device=target, seed=seed, timed=True,
                    show_progress=show_progress, description="comparing")
     rows = [{"method": m.label, "kind": m.kind, **scores.metrics[m.label],
              "seconds_per_image": scores.seconds_per_image[m.label]} for m in built]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from repinv.analysis.scoring import Entry, score
@@ -20,7 +21,7 @@ __all__ = ["evaluate"]
 
 
 @torch.no_grad()
-def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset, *, batch_size: int = 64,
+def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tensor], *, batch_size: int = 64,
              limit: int | None = None, workers: int = 0, show_progress: bool = False, seed: int = 0,
              grid: str | Path | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size).
@@ -51,7 +52,7 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset, *, 
     if inverter.mean_image is not None:
         entries.append(Entry("mean_image", MeanImageInverter(inverter.representation, inverter.mean_image),
                              feature_error=False))
-    scores = score(loader, inverter.representation, entries, total=len(loader.dataset), device=inverter.device,
+    scores = score(loader, inverter.representation, entries, device=inverter.device,
                    seed=seed, show_progress=show_progress, description="evaluating")
     if grid is not None:
         write_pairs_grid(scores.shown["images"], scores.shown["decoder"], grid)

@@ -22,13 +22,13 @@ generator seeded with ``(seed, i)``, so results do not depend on batch size or b
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from repinv.errors import InvalidOption, ShapeError
+from repinv.options import Option, parse_value
 from repinv.registry.hookspecs import hookimpl
 from repinv.registry.manager import get_registry
 from repinv.utils import keyed_generator
@@ -44,29 +44,17 @@ def _no_argument(name: str, arg: str | None) -> None:
 
 def _fraction(name: str, arg: str | None, default: float, what: str) -> float:
     """``arg`` as a number in [0, 1), or ``default`` when absent."""
-    if arg is None:
-        return default
-    try:
-        value = float(arg)
-    except ValueError:
-        value = math.nan
-    if not 0.0 <= value < 1.0:
-        raise InvalidOption(f"perturbation {name}:{arg}: {what} must be a number in [0, 1), e.g. {name}:0.5")
-    return value
+    option = Option(what, default, float, f"the share of entries {name} zeroes", minimum=0, below=1)
+    return float(option.default if arg is None else option.check(parse_value(arg), f"perturbation {name}"))
 
 
 def _count(name: str, arg: str | None, size: int) -> int:
     """``arg`` as an integer K with 1 <= K <= size (required)."""
     if arg is None:
         raise InvalidOption(f"perturbation {name} needs K, the number of largest values, e.g. {name}:5")
-    try:
-        k = int(arg)
-    except ValueError:
-        k = 0
-    if not 1 <= k <= size:
-        raise InvalidOption(f"perturbation {name}:{arg}: K must be an integer from 1 to {size} (the number of "
-                            "feature values per image)")
-    return k
+    option = Option("K", 1, int, "how many of the largest values (at most the feature values per image)",
+                    minimum=1, maximum=size)
+    return int(option.check(parse_value(arg), f"perturbation {name}"))
 
 
 def _binarized(flat: Tensor, norm: Tensor) -> Tensor:

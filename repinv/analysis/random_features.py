@@ -32,6 +32,7 @@ from repinv.data.sources import ImageDataset
 from repinv.errors import InvalidOption
 from repinv.files import write_json
 from repinv.inversion.decoder import Inverter
+from repinv.options import Option
 from repinv.pictures import write_image_table
 from repinv.progress import progress_bar
 
@@ -145,7 +146,7 @@ class GaussianDistribution(FeatureDistribution):
         uniform = lower + (1 - lower) * torch.rand(n, dims, generator=generator, dtype=torch.float64)
         values = self.mean + std * torch.special.ndtri(uniform.clamp(1e-12, 1 - 1e-12))
         values = values.float()
-        return values.clamp_min(torch.finfo(torch.float32).tiny) if self.nonnegative else values
+        return values.clamp_min(torch.finfo(torch.float32).tiny) if self.nonnegative else values  # type: ignore[no-any-return]
 
 
 def fit_distribution(features: Tensor, method: str, bins: int = 32) -> FeatureDistribution:
@@ -237,12 +238,11 @@ def sample_images(inverter: Inverter, data: str | Sequence[str], method: str, n:
         The decoded images ``(n, 3, H, W)`` in [0, 1], and a JSON-able summary ``{"method", "n", "alpha",
         "images", "real_sparsity", "sample_sparsity"}`` (``images``: how many real images the model was fitted on).
     """
-    if n < 1:
-        raise InvalidOption(f"the number of samples must be at least 1, got {n}")
+    n = Option("n", 1, int, "random feature vectors to decode", minimum=1).check(n, "sampling")
     model = fit_distribution(collect_features(inverter, data, limit=limit, batch_size=batch_size, workers=workers,
                                               seed=seed, show_progress=show_progress), method)
     features = model.sample(n, generator=torch.Generator().manual_seed(seed), sparsity=sparsity, alpha=alpha)
-    images = torch.cat([inverter.decode(chunk) for chunk in features.split(batch_size)]).clamp(0, 1).cpu()
+    images = torch.cat([inverter.decode(chunk) for chunk in torch.split(features, batch_size)]).clamp(0, 1).cpu()
     summary = {"method": method, "n": n, "alpha": alpha, "images": model.images, "real_sparsity": model.sparsity,
                "sample_sparsity": float((features == 0).float().mean())}
     if grid is not None:

@@ -2,7 +2,8 @@
 
 For each run directory (:mod:`repinv.rundir`) it shows the training curve (the training log: training loss, and
 validation error when logged, against the step; drawn with matplotlib's Agg backend), the latest sample grids, the
-evaluation (its JSON and grid), the settings and every result file found in it. Result files (``*.json`` from ``repinv compare``, ``repinv analyze`` or ``repinv evaluate``) can also be
+evaluation (its JSON and grid), the settings and every result file found in it. Result files (``*.json`` from
+``repinv compare``, ``repinv analyze`` or ``repinv evaluate``) can also be
 given directly. A compare result becomes a table with its grid; any other result is shown as tables of its
 numbers, with every PNG it names (or that sits beside it with the same stem). Images are embedded as base64
 data URIs, so the page is one file that can be mailed or archived; it needs no JavaScript.

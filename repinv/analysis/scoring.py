@@ -17,11 +17,13 @@ methods they list. Its rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence, Sized
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from repinv.analysis.metrics import ErrorScale, MethodScores
 from repinv.analysis.perturbations import apply_perturbation
@@ -60,16 +62,15 @@ def _synchronize(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def score(batches: Iterable[Tensor], representation: Representation, entries: Sequence[Entry], *, total: int,
+def score(loader: DataLoader[Tensor], representation: Representation, entries: Sequence[Entry], *,
           device: torch.device, seed: int = 0, timed: bool = False, show_progress: bool = False,
           description: str = "scoring") -> Scores:
     """Score every entry on the same test images.
 
     Args:
-        batches: test images, ``(B, 3, H, W)`` in [0, 1] per batch (e.g. :func:`repinv.data.evaluation_loader`).
+        loader: test images, ``(B, 3, H, W)`` in [0, 1] per batch (:func:`repinv.data.sources.evaluation_loader`).
         representation: computes Φ(x) for every entry (but own-encoder methods) and every feature error.
         entries: the rows, with distinct labels.
-        total: how many images ``batches`` holds (for the progress bar).
         device: where the images and features go.
         seed: seeds the perturbations and the error scale's reference sample.
         timed: measure seconds per image for each entry (after a warm-up on the first batch).
@@ -89,8 +90,9 @@ def score(batches: Iterable[Tensor], representation: Representation, entries: Se
     shown: dict[str, Tensor] = {}
     measure_features = any(entry.feature_error for entry in entries)
     first = 0
+    total = len(cast(Sized, loader.dataset))
     with progress_bar(description, total=total, enabled=show_progress) as advance:
-        for index, images in enumerate(batches):
+        for index, images in enumerate(loader):
             images = images.to(device, non_blocking=True)
             features = representation(images)
             own = {entry.label: entry.method.features(images) for entry in entries if entry.method.own_encoder}

@@ -83,7 +83,7 @@ def perturbation_study(inverter: DecoderInverter, data: str | Sequence[str], per
     if inverter.mean_image is not None:
         entries.append(Entry(MEAN_IMAGE, MeanImageInverter(inverter.representation, inverter.mean_image),
                              feature_error=False))
-    scores = score(loader, inverter.representation, entries, total=len(loader.dataset), device=inverter.device,
+    scores = score(loader, inverter.representation, entries, device=inverter.device,
                    seed=seed, show_progress=show_progress, description=f"perturbing {inverter.representation.name}")
     if grid is not None:
         names = [REFERENCE, *perturbations]
@@ -158,8 +158,9 @@ def plot_per_layer(result: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Sequence[str], perturbations: Sequence[str],
-            *, out: str | Path | None = None, device: str = "auto", batch_size: int = 64, limit: int | None = None,
+def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Sequence[str],
+            perturbations: Sequence[str], *, out: str | Path | None = None, device: str = "auto",
+            batch_size: int = 64, limit: int | None = None,
             workers: int = 0, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
     """Perturbation study over several checkpoints (loaded one at a time, so many layers fit in memory).
 
@@ -239,7 +240,7 @@ def write_interpolation_strip(inverter: DecoderInverter, image_a: Tensor | str |
     The PNG is ``H + 4`` pixels high and ``(steps + 2)·(W + 2) + 2`` wide (see :func:`repinv.grids.write_image_table`).
     """
     ends = [_image(inverter, image).to(inverter.device) for image in (image_a, image_b)]
-    frames = interpolate(inverter, *ends, steps=steps)
+    frames = interpolate(inverter, ends[0], ends[1], steps=steps)
     strip = write_image_table([ends[0], *frames.unsqueeze(1), ends[1]], path)
     ends_named = [str(image) if not isinstance(image, Tensor) else "(tensor)" for image in (image_a, image_b)]
     write_json(strip.with_suffix(".json"), {"interpolation": ends_named, "steps": steps, "strip": strip.name,

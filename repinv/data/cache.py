@@ -32,8 +32,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from repinv.data.features import feature_mode, per_image_features, with_features
 from repinv.data.sources import ImageDataset
-from repinv.errors import CacheError, InvalidOption
+from repinv.errors import CacheError
 from repinv.files import load_tensors, save_tensors, write_json
+from repinv.options import Option, validate_options
 from repinv.progress import progress_bar
 from repinv.registry.factories import create_representation
 from repinv.representations.base import FeatureSpec, Representation
@@ -43,13 +44,16 @@ __all__ = ["cache_features", "FeatureCache", "read_manifest", "MANIFEST"]
 
 MANIFEST = "cache.json"
 FORMAT = 1  # bumped when the shard layout changes
+#: The sizes ``cache_features`` takes (the other arguments are checked by the representation and the data).
+CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimum=1),
+                 Option("batch_size", 64, int, "images per batch of feature computation", minimum=1))
 
 
 def _shard_path(root: Path, shard: int) -> Path:
     return root / f"shard-{shard:05d}.safetensors"
 
 
-class _Crops(Dataset):
+class _Crops(Dataset[Tensor | tuple[Tensor, Tensor]]):
     """Centre crops of ``images`` for items ``start .. stop - 1``, with their features when computed per image."""
 
     def __init__(self, images: ImageDataset, start: int, stop: int, representation: Representation | None) -> None:
@@ -82,7 +86,7 @@ def _encode(images: Tensor, features: Tensor) -> dict[str, Tensor]:
 def cache_features(rep: str | Representation, data: str | Sequence[str], out: str | Path, *,
                    rep_options: dict[str, Any] | None = None, image_size: int = 64, shard_size: int = 1024,
                    batch_size: int = 64, workers: int = 2, device: str = "auto",
-                   show_progress: bool = True) -> "FeatureCache":
+                   show_progress: bool = True) -> FeatureCache:
     """Compute and store the features of every image of ``data`` (centre crops), resuming a partial cache.
 
     Args:
@@ -104,8 +108,8 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         CacheError: ``out`` holds a cache made with other arguments.
         InvalidOption, DataError, UnknownRepresentation: bad arguments or data.
     """
-    if shard_size < 1 or batch_size < 1:
-        raise InvalidOption("shard_size and batch_size must be at least 1")
+    shard_size, batch_size = validate_options("feature cache", {"shard_size": shard_size, "batch_size": batch_size},
+                                              CACHE_OPTIONS).values()
     dev = resolve_device(device)
     representation = rep if isinstance(rep, Representation) else create_representation(rep, **(rep_options or {}))
     representation = representation.to(dev).eval()
@@ -172,7 +176,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-class FeatureCache(Dataset):
+class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
     """A finished feature cache, read into memory: item ``i`` is ``(image, features)`` of the ``i``-th crop.
 
     Args:

@@ -51,7 +51,8 @@ def per_image_features(representation: Representation, image: Tensor) -> Tensor:
     Shape:
         image: ``(3, H, W)``; returns the representation's ``(C, h, w)`` or ``(D,)``.
     """
-    return representation(image.unsqueeze(0))[0]
+    features: Tensor = representation(image.unsqueeze(0))
+    return features[0]
 
 
 def with_features(batches: Iterable[Tensor | Sequence[Tensor]], representation: Representation, mode: FeatureMode,

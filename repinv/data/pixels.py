@@ -97,6 +97,6 @@ def crop_box(size: tuple[int, int], crop: tuple[int, int], draws: list[float] | 
 
 def crop_pixels(pixels: Tensor, crop: tuple[int, int], draws: list[float] | None) -> Tensor:
     """:func:`crop_box` applied to ``(3, H, W)`` pixels."""
-    top, left, flip = crop_box(tuple(pixels.shape[1:]), crop, draws)
+    top, left, flip = crop_box((pixels.shape[1], pixels.shape[2]), crop, draws)
     pixels = pixels[:, top:top + crop[0], left:left + crop[1]]
     return (pixels.flip(-1) if flip else pixels).contiguous()

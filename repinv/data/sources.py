@@ -41,9 +41,9 @@ import struct
 import tarfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from repinv.data.pixels import (
     rgb_pixels,
     small_jpeg_bgr,
 )
-from repinv.errors import DataError, InvalidOption
+from repinv.errors import DataError
 from repinv.options import Option, option_error, size_pair
 from repinv.utils import keyed_generator
 
@@ -164,7 +164,7 @@ def _expand(source: str) -> list[Path]:
 
 
 def _walk(folder: Path) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: os.walk descends in this order
         found.extend(Path(root, f) for f in sorted(files) if not f.startswith(".") and _is_image(f))
@@ -183,7 +183,8 @@ def _index_tar(path: Path, index: _Index, bad: list[str]) -> None:
                 else:
                     index.add(file, member.offset_data, member.size, member.name)
     except (tarfile.TarError, OSError) as error:
-        raise DataError(f"cannot read tar shard '{path}': {_reason(error)} (shards must be uncompressed .tar)") from None
+        raise DataError(f"cannot read tar shard '{path}': {_reason(error)} (shards must be uncompressed .tar)") \
+            from None
 
 
 def _index_source(source: str, index: _Index) -> int:
@@ -194,7 +195,7 @@ def _index_source(source: str, index: _Index) -> int:
         raise DataError(f"unknown builtin split {source!r}; use builtin, builtin:test or builtin:all")
     else:
         paths = _expand(source)
-    before, bad = len(index.file), []
+    before, bad = len(index.file), list[str]()
     for path in paths:
         if path.suffix.lower() == ".tar" and path.is_file():
             _index_tar(path, index, bad)
@@ -222,7 +223,7 @@ def _index_source(source: str, index: _Index) -> int:
 
 
 
-class ImageDataset(Dataset):
+class ImageDataset(Dataset[Tensor]):
     """Images from folders, tar shards, files or ``builtin``, as RGB float tensors (map-style).
 
     Training items are resized so the shorter side covers the crop (times a random factor from ``scale``),
@@ -327,7 +328,8 @@ class ImageDataset(Dataset):
                     else:
                         with Image.open(io.BytesIO(data)) as image:
                             pixels = decode_covering(image, self.image_size, scale)
-                pixels = resize_pixels(pixels, covering_size(tuple(pixels.shape[1:]), self.image_size, scale))
+                covering = covering_size((pixels.shape[1], pixels.shape[2]), self.image_size, scale)
+                pixels = resize_pixels(pixels, covering)
             except _DECODE_ERRORS as error:
                 self._bad.add(item)
                 warnings.warn(f"skipping unreadable image {self.name(item)}: {_reason(error)} (using the next "
@@ -351,7 +353,7 @@ class ImageDataset(Dataset):
         if item not in self._cache:
             with Image.open(io.BytesIO(self._read(item))) as image:
                 pixels = rgb_pixels(ImageOps.exif_transpose(image))
-            largest = covering_size(tuple(pixels.shape[1:]), self.image_size, self.scale[1])
+            largest = covering_size((pixels.shape[1], pixels.shape[2]), self.image_size, self.scale[1])
             self._cache[item] = resize_pixels(pixels, largest) if largest[0] < pixels.shape[1] else pixels
         return self._cache[item]
 
@@ -369,7 +371,8 @@ class ImageDataset(Dataset):
     def _shard(self, file: int) -> BinaryIO:
         if self._pid != os.getpid():  # a forked worker must not share (and move) its parent's file positions
             self._handles, self._pid = OrderedDict(), os.getpid()
-        handle = self._handles.pop(file, None) or open(self._files[file], "rb")
+        # kept open across calls on purpose (up to _MAX_OPEN_SHARDS), so no context manager
+        handle = self._handles.pop(file, None) or open(self._files[file], "rb")  # noqa: SIM115
         self._handles[file] = handle  # most recently used last
         if len(self._handles) > _MAX_OPEN_SHARDS:
             self._handles.popitem(last=False)[1].close()
@@ -426,9 +429,9 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple
     return torch.stack(batch)
 
 
-def evaluation_loader(data: str | Sequence[str] | Dataset, image_size: int | tuple[int, int], *,
+def evaluation_loader(data: str | Sequence[str] | Dataset[Tensor], image_size: int | tuple[int, int], *,
                       limit: int | None = None, batch_size: int = 64, workers: int = 0,
-                      pin_memory: bool = False) -> DataLoader:
+                      pin_memory: bool = False) -> DataLoader[Tensor]:
     """Batches of test images in order: resized, centre-cropped, the first ``limit`` of them.
 
     Every test-set score in repinv is a normalized error, whose normalizer compares pairs of images, so at least two
@@ -450,14 +453,14 @@ def evaluation_loader(data: str | Sequence[str] | Dataset, image_size: int | tup
         InvalidOption: ``limit`` below 2.
         DataError: fewer than 2 readable images.
     """
-    if limit is not None and limit < 2:
-        raise InvalidOption(f"limit must be at least 2 (the normalized error compares pairs of images), got {limit}")
+    # at least 2: the normalized error compares pairs of images
+    limit = Option("limit", None, int, "test images at most", minimum=2, optional=True).check(limit, "evaluation")
     dataset = data if isinstance(data, Dataset) else ImageDataset(data, image_size, train=False)
-    if limit is not None and limit < len(dataset):
-        dataset = Subset(dataset, range(limit))
-    if len(dataset) < 2:
-        raise DataError(f"at least 2 test images are needed (the normalized error compares pairs), got "
-                        f"{len(dataset)}")
+    size = len(cast(Sized, dataset))  # every data set repinv builds has a length
+    if limit is not None and limit < size:
+        dataset, size = Subset(dataset, range(limit)), limit
+    if size < 2:
+        raise DataError(f"at least 2 test images are needed (the normalized error compares pairs), got {size}")
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory)
 
 

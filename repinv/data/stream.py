@@ -41,7 +41,7 @@ class PositionSampler(Sampler[int]):
             position += self.world
 
 
-class TrainingSamples(Dataset):
+class TrainingSamples(Dataset[Tensor | tuple[Tensor, Tensor]]):
     """Maps virtual indices to augmented images (with their features when ``representation`` is given: the
     ``"workers"`` mode of :mod:`repinv.data.features`), or to the stored pairs of a feature cache."""
 

@@ -57,7 +57,8 @@ class InversionMethod(ABC):
             images: ``(B, 3, H, W)`` in [0, 1]; returns ``(B, *spec.shape)``.
         """
         check_images(images)
-        return self.representation(images.to(self.device))
+        features: Tensor = self.representation(images.to(self.device))
+        return features
 
     @abstractmethod
     def decode(self, features: Tensor) -> Tensor:

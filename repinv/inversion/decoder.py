@@ -64,7 +64,7 @@ class DecoderInverter(InversionMethod, nn.Module):
             features: ``(B, *spec.shape)``; returns ``(B, 3, H, W)`` (not clamped).
         """
         check_shape(features, ("B", *self.spec.shape), "features")
-        images = self.decoder(features.to(self.device, torch.float32))
+        images: Tensor = self.decoder(features.to(self.device, torch.float32))
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
         return images

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +16,10 @@ from repinv.files import atomic_write, load_tensors
 from repinv.inversion.base import InversionMethod
 
 __all__ = ["unique_names", "write_images", "invert_images", "invert_features"]
+
+
+def _save_png(image: Tensor, path: Path) -> None:
+    save_image(image, path, format="PNG")
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
@@ -41,7 +46,7 @@ def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[
     written: list[Path] = []
     for image, name in zip(images.detach().float().clamp(0, 1).cpu(), unique_names(names)):
         path = out / f"{name}.png"
-        atomic_write(path, lambda p, image=image: save_image(image, p, format="PNG"))
+        atomic_write(path, functools.partial(_save_png, image))
         written.append(path)
     return written
 

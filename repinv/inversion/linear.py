@@ -25,6 +25,7 @@ baseline). :func:`load_linear` reads it back as a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,9 @@ class RidgeStatistics:
     """
 
     def __init__(self, inputs: int, outputs: int, device: torch.device | str = "cpu") -> None:
-        kw = {"dtype": torch.float64, "device": device}
-        self.zz, self.zy = torch.zeros(inputs, inputs, **kw), torch.zeros(inputs, outputs, **kw)
-        self.z_sum, self.y_sum = torch.zeros(inputs, **kw), torch.zeros(outputs, **kw)
+        zeros = functools.partial(torch.zeros, dtype=torch.float64, device=device)
+        self.zz, self.zy = zeros(inputs, inputs), zeros(inputs, outputs)
+        self.z_sum, self.y_sum = zeros(inputs), zeros(outputs)
         self.y_energy, self.count = 0.0, 0
 
     def add(self, z: Tensor, y: Tensor) -> None:
@@ -83,7 +84,7 @@ class RidgeStatistics:
         self.y_energy += y.square().sum().item()
         self.count += z.shape[0]
 
-    def merged(self, other: "RidgeStatistics") -> "RidgeStatistics":
+    def merged(self, other: RidgeStatistics) -> RidgeStatistics:
         """The statistics of both sets of rows."""
         both = RidgeStatistics(0, 0)
         both.zz, both.zy = self.zz + other.zz, self.zy + other.zy
@@ -158,6 +159,12 @@ class LinearInverter(InversionMethod, nn.Module):
         mean_image: the mean training image ``(3, H, W)``.
     """
 
+    # buffers: they move with the module
+    weight: Tensor
+    bias: Tensor
+    hash_index: Tensor | None
+    hash_sign: Tensor | None
+
     def __init__(self, representation: Representation, image_size: tuple[int, int], weight: Tensor, bias: Tensor,
                  hash_index: Tensor | None = None, hash_sign: Tensor | None = None,
                  metadata: dict[str, Any] | None = None, mean_image: Tensor | None = None) -> None:
@@ -188,7 +195,7 @@ class LinearInverter(InversionMethod, nn.Module):
             features: ``(B, *spec.shape)``; returns ``(B, D')``.
         """
         flat = features.flatten(1).float()
-        if self.hash_index is None:
+        if self.hash_index is None or self.hash_sign is None:
             return flat
         hashed = flat.new_zeros(flat.shape[0], self.weight.shape[0])
         return hashed.index_add_(1, self.hash_index, flat * self.hash_sign)
@@ -207,7 +214,7 @@ class LinearInverter(InversionMethod, nn.Module):
     def save(self, run: str | Path) -> Path:
         """Write the run directory (the map and the mean image, see :mod:`repinv.rundir`)."""
         tensors = {"weight": self.weight, "bias": self.bias}
-        if self.hash_index is not None:
+        if self.hash_index is not None and self.hash_sign is not None:
             tensors.update(hash_index=self.hash_index, hash_sign=self.hash_sign)
         RunDir(run).write_linear(tensors, self.metadata, self.mean_image)
         return Path(run)
@@ -266,7 +273,7 @@ def fit_linear(representation: str | Representation, data: str | Sequence[str], 
         raise InvalidOption(f"projection must be a non-negative integer, got {projection!r}")
     sketch = _count_sketch(spec.numel, projection, seed) if projection else None
     inputs = projection or spec.numel
-    dataset: ImageDataset | Subset = ImageDataset(data, size, train=False, seed=seed)
+    dataset: ImageDataset | Subset[Tensor] = ImageDataset(data, size, train=False, seed=seed)
     total = len(dataset) if limit is None else min(limit, len(dataset))
     if total < 2:
         raise DataError(f"the linear baseline needs at least 2 training images, got {total}")
@@ -311,7 +318,8 @@ def fit_linear(representation: str | Representation, data: str | Sequence[str], 
         "data": [data] if isinstance(data, str) else list(data),
     }
     mean_image = (fit.y_sum / fit.count).float().view(3, *size)
-    model = LinearInverter(rep, size, weight.float(), bias.float(), *(sketch or (None, None)), metadata=metadata,
+    hash_index, hash_sign = sketch or (None, None)
+    model = LinearInverter(rep, size, weight.float(), bias.float(), hash_index, hash_sign, metadata=metadata,
                            mean_image=mean_image).to(target).eval()
     if out is not None:
         model.save(out)

@@ -62,11 +62,13 @@ def load_inverter(kind: str, run: str | Path | None = None, *, rep: str | None =
         return load_linear(run, device)
     if kind == "mean" and run:
         return load_mean_image(run, device)
-    if kind == "optimize" and (rep or run):
-        identity, size = ({"name": rep, "options": dict(rep_options or {})}, (image_size or 64,) * 2) if rep \
-            else RunDir(run).identity()
-        representation = create_representation(identity["name"], **identity["options"])
-        return OptimizationInverter(representation, size, settings, device, show_progress=show_progress)
+    if kind == "optimize" and rep:
+        return OptimizationInverter(create_representation(rep, **(rep_options or {})), image_size or 64, settings,
+                                    device, show_progress=show_progress)
+    if kind == "optimize" and run:
+        identity, size = RunDir(run).identity()
+        return OptimizationInverter(create_representation(identity["name"], **identity["options"]), size, settings,
+                                    device, show_progress=show_progress)
     raise InvalidOption(f"method {kind} needs a run directory (--checkpoint RUN)"
                         + (" or a representation (--rep REP)" if kind == "optimize" else ""))
 

@@ -29,6 +29,8 @@ class MeanImageInverter(InversionMethod, nn.Module):
         metadata: what the run it comes from records.
     """
 
+    mean_image: Tensor  # a buffer: it moves with the module
+
     def __init__(self, representation: Representation, mean_image: Tensor,
                  metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -45,12 +47,12 @@ class MeanImageInverter(InversionMethod, nn.Module):
         return self.mean_image.device
 
     def decode(self, features: Tensor) -> Tensor:
-        """The mean image, once per sample.
+        """The mean image, once per sample (a copy: the caller may change it in place).
 
         Shape:
             features: ``(B, ...)``; returns ``(B, 3, H, W)``.
         """
-        return self.mean_image.expand(features.shape[0], *self.mean_image.shape)
+        return self.mean_image.expand(features.shape[0], *self.mean_image.shape).clone()
 
 
 def load_mean_image(run: str | Path | RunDir, device: str | torch.device = "auto") -> MeanImageInverter:

@@ -15,7 +15,8 @@ Defaults, and where they come from (repinv images are in [0, 1]; the authors' im
 so their constants are divided by 255):
 
 * ``α = 6`` and ``β = 2``: the CVPR 2015 paper (section 3; β = 1, plain TV, gives spikes — from its text as we
-  know it, not re-read here) and, checked here, the authors' released code (``deep-goggle``, ``experiments/experiment_shallow.m``: ``beta = 6``,
+  know it, not re-read here) and, checked here, the authors' released code (``deep-goggle``,
+  ``experiments/experiment_shallow.m``: ``beta = 6``,
   ``TVbeta = 2`` for HOG and DSIFT).
 * ``B = 80/255`` and ``V = B/6.5``: the normalization constants of the authors' journal version (Mahendran &
   Vedaldi, "Visualizing Deep Convolutional Neural Networks Using Natural Pre-images", IJCV 2016, section 3.3).
@@ -95,7 +96,7 @@ class OptimizeSettings:
             object.__setattr__(self, name, value)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "OptimizeSettings":
+    def from_options(cls, options: dict[str, Any]) -> OptimizeSettings:
         """Build from ``--opt KEY=VALUE`` style options.
 
         Raises:

@@ -17,7 +17,7 @@ from repinv.options import size_pair
 from repinv.registry.manager import get_registry
 from repinv.representations.base import FeatureSpec, Representation, as_feature_spec, split_name
 
-__all__ = ["create_representation", "list_representations", "build_decoder", "decoder_from_config"]
+__all__ = ["create_representation", "list_representations", "build_decoder", "decoder_from_config", "decoder_config"]
 
 
 def create_representation(name: str, **options: Any) -> Representation:
@@ -127,5 +127,13 @@ def decoder_from_config(config: Mapping[str, Any]) -> nn.Module:
     except (KeyError, TypeError, ValueError) as error:
         raise InvalidOption(f"a decoder config needs the keys name, spec, output_size and options; got "
                             f"{config!r} (missing {error})") from None
-    return get_registry().get("decoder", name).obj(FeatureSpec(tuple(shape)), size_pair(output, "output_size"),
-                                                   **options)
+    decoder: nn.Module = get_registry().get("decoder", name).obj(FeatureSpec(tuple(shape)),
+                                                                 size_pair(output, "output_size"), **options)
+    return decoder
+
+
+def decoder_config(decoder: nn.Module) -> dict[str, Any]:
+    """A decoder's ``config()``: what :func:`decoder_from_config` rebuilds it from (every registered builder's
+    module has one; :func:`build_decoder` checks it)."""
+    config: dict[str, Any] = decoder.config()  # type: ignore[operator]  # nn.Module's typing hides the method
+    return config

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 from torch import Tensor, nn
@@ -42,7 +42,7 @@ class FeatureSpec:
     shape: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if len(self.shape) not in (1, 3) or any(int(s) <= 0 for s in self.shape):
+        if len(self.shape) not in (1, 3) or any(int(s) != s or int(s) <= 0 for s in self.shape):
             raise ShapeError(f"a feature shape is (C, h, w) or (D,) with positive sizes, got {self.shape}")
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
 
@@ -133,7 +133,7 @@ class Representation(nn.Module, ABC):
         directory, so loading the run needs neither the file nor the network."""
         return True
 
-    def load_weights(self) -> Representation:
+    def load_weights(self) -> Self:
         """Fetch what the representation loads on first use (e.g. pretrained weights) now, so that a failed
         download comes before any work is done. The base class loads nothing.
 
@@ -148,10 +148,10 @@ class Representation(nn.Module, ABC):
 
 def split_name(name: str) -> tuple[str, str | None]:
     """Split ``family[:variant]`` at the first colon: ``"timm:resnet18:layer3"`` → ``("timm", "resnet18:layer3")``."""
-    family, sep, variant = name.partition(":")
-    return family, (variant if sep else None)
+    family, _, variant = name.partition(":")
+    return family, (variant or None)  # "hog:" is hog: an empty variant names none
 
 
-def as_feature_spec(spec: "FeatureSpec | Sequence[int]") -> FeatureSpec:
+def as_feature_spec(spec: FeatureSpec | Sequence[int]) -> FeatureSpec:
     """``spec`` as a :class:`FeatureSpec` (a shape tuple or list, e.g. from JSON, is converted)."""
     return spec if isinstance(spec, FeatureSpec) else FeatureSpec(tuple(spec))

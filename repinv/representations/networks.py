@@ -15,7 +15,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor, nn
@@ -131,10 +131,10 @@ def read_state_dict(path: str | os.PathLike[str], what: str = "weights file") ->
             break
     if not isinstance(state, Mapping) or not state or not all(isinstance(v, Tensor) for v in state.values()):
         raise InvalidOption(f"{what} {str(path)!r} does not hold a state dict (parameter names -> tensors)")
-    state = {str(k): v for k, v in state.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
+    tensors: dict[str, Tensor] = {str(k): v for k, v in state.items()}
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
 
 
 def describe_error(error: BaseException, limit: int = 160) -> str:
@@ -191,7 +191,7 @@ class DeferredWeights(nn.Module, ABC):
         self._pending = source
         self._rebuildable = rebuildable
         # Weights given through load_state_dict (e.g. a run's saved encoder) replace the pending ones.
-        self.register_load_state_dict_post_hook(_weights_arrived)
+        self.register_load_state_dict_post_hook(_weights_arrived)  # type: ignore[no-untyped-call]  # torch leaves it untyped
 
     @abstractmethod
     def fetch_weights(self, source: str) -> tuple[dict[str, Tensor], str]:
@@ -207,7 +207,7 @@ class DeferredWeights(nn.Module, ABC):
         """Whether the weights are still to be loaded (on the first forward or state_dict)."""
         return self._pending is not None
 
-    def load_weights(self) -> "DeferredWeights":
+    def load_weights(self) -> Self:
         """Load the weights now, if not yet done (the first ``forward`` or :meth:`state_dict` does it anyway).
 
         Returns:
@@ -227,7 +227,7 @@ class DeferredWeights(nn.Module, ABC):
         self._pending = None
         return self
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]  # passes all on
         """The module's state dict, after loading pending weights (so it never holds placeholder weights)."""
         self.load_weights()
         return super().state_dict(*args, **kwargs)

@@ -76,7 +76,7 @@ class TrainConfig:
             return max(1, round(self.epochs * dataset_size / self.batch_size))
         return 20_000
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check every setting against :data:`TRAIN_OPTIONS` and convert it to its field's type (``200.0`` steps
         are 200, a tuple of sources becomes a list).
 

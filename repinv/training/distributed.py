@@ -97,9 +97,10 @@ def average(processes: Processes, values: list[float], device: torch.device) -> 
     return [value / processes.world for value in _reduce(processes, values, device, dist.ReduceOp.SUM)]
 
 
-def _reduce(processes: Processes, values: list[float], device: torch.device, op: dist.ReduceOp) -> list[float]:
+def _reduce(processes: Processes, values: list[float], device: torch.device,
+            op: dist.ReduceOp.RedOpType) -> list[float]:
     if processes.world == 1:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=op)
-    return tensor.tolist()
+    return [float(value) for value in tensor.tolist()]

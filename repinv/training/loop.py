@@ -36,6 +36,7 @@ from repinv.inversion.decoder import Inverter
 from repinv.pictures import write_pairs_grid
 from repinv.progress import progress_bar
 from repinv.registry.factories import build_decoder, create_representation
+from repinv.registry.factories import decoder_config as decoder_config_of
 from repinv.representations.base import Representation
 from repinv.rundir import RunDir
 from repinv.training import distributed
@@ -82,7 +83,8 @@ class _Network(nn.Module):
             with torch.set_grad_enabled(self.finetune_encoder):
                 features = self.representation(images)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
-            return self.decoder(features)
+            reconstructions: Tensor = self.decoder(features)
+        return reconstructions
 
 
 def _encoder_needs_saving(config: TrainConfig, representation: Representation) -> bool:
@@ -156,7 +158,7 @@ class _Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def _metadata(self) -> dict[str, Any]:
-        decoder_config = self.decoder.config()
+        decoder_config = decoder_config_of(self.decoder)
         return {
             "repinv_version": VERSION,
             "representation": {"name": self.config.rep, "options": self.representation.config()},
@@ -236,14 +238,16 @@ class _Trainer:
             self.folder.append_log(record)
 
     @torch.no_grad()
-    def _write_samples(self, images: Tensor) -> None:
+    def _write_samples(self, images: Tensor | None) -> None:
+        if images is None:  # only the main process writes samples
+            return
         with self._evaluating() as inverter:
             reconstructions = inverter.reconstruct(images).clamp(0, 1)
         write_pairs_grid(images, reconstructions, self.folder.sample_grid(self.step))
 
-    def _validate(self) -> None:
+    def _validate(self, images: ImageDataset) -> None:
         with self._evaluating() as inverter:
-            result = evaluate(inverter, self.val_set, batch_size=self.config.batch_size,
+            result = evaluate(inverter, images, batch_size=self.config.batch_size,
                               limit=self.config.val_images, seed=self.config.seed)
         self.validation = result["decoder"]
         self._log({"step": self.step, "val": self.validation})
@@ -259,7 +263,7 @@ class _Trainer:
         return torch.stack([fixed[i] for i in range(min(SAMPLE_IMAGES, len(fixed)))]).to(self.device)
 
     # ---------------------------------------------------------------- the loop
-    def _loader(self) -> DataLoader:
+    def _loader(self) -> DataLoader[Tensor | tuple[Tensor, Tensor]]:
         per_image = self.representation if self.feature_mode == "workers" else None
         sampler = PositionSampler(len(self.data), self.config.seed, start=self.step * self.config.batch_size,
                                   rank=self.processes.rank, world=self.processes.world)
@@ -288,7 +292,7 @@ class _Trainer:
             group["lr"] = self.config.lr * learning_rate_factor(self.config.schedule, progress)
         loss, images = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
         self.optimizer.step()
         self.step += 1
         self.mean_sum += images.detach().sum(0, dtype=torch.float64)
@@ -338,7 +342,8 @@ class _Trainer:
                     # still anneals its rate before it stops; both count every session of the run, so a resumed
                     # run goes on with the rate where it left it.
                     loss, seen = self._step(next(batches), max(self.step / self.total, spent))
-                    window_loss, window_steps, window_images = window_loss + loss, window_steps + 1, window_images + seen
+                    window_loss, window_steps = window_loss + loss, window_steps + 1
+                    window_images += seen
                     now = time.monotonic()
                     self.elapsed = session_start_elapsed + now - started
                     # All processes must take the same decisions at the same step, whatever their own clocks say.
@@ -352,10 +357,10 @@ class _Trainer:
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
                                    "images_per_s": rate, "elapsed": self.elapsed})
                         window_loss, window_steps, window_start, window_images = 0.0, 0, now, 0
-                    if main and self.step % config.sample_every == 0:
+                    if self.step % config.sample_every == 0:
                         self._write_samples(samples)
-                    if main and config.val_data and self.step % config.val_every == 0:
-                        self._validate()
+                    if main and self.val_set is not None and self.step % config.val_every == 0:
+                        self._validate(self.val_set)
                     if (self.step % config.checkpoint_every == 0 or now - last_save >= config.checkpoint_seconds
                             or spent >= 1 or stop or self.step == self.total):
                         self.save()
@@ -372,10 +377,10 @@ class _Trainer:
         finally:
             if in_main_thread:
                 signal.signal(signal.SIGTERM, previous)
-        if main and self.step % config.sample_every:
+        if self.step % config.sample_every:
             self._write_samples(samples)
-        if main and config.val_data and self.step % config.val_every:
-            self._validate()
+        if main and self.val_set is not None and self.step % config.val_every:
+            self._validate(self.val_set)
             self.save()
         return TrainResult(self.run, self.step, loss_value, stopped_by, self.validation, main)
 

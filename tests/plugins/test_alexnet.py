@@ -11,15 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import repinv_alexnet
 import torch
 from conftest import declared_entry_point, registered_family
-from repinv_alexnet.alexnet import INPUT_SIZE, LAYERS, AlexNetLayer, create_alexnet
 from torch import nn
 
+import repinv_alexnet
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.registry.factories import create_representation
 from repinv.representations.base import FeatureSpec
+from repinv_alexnet.alexnet import INPUT_SIZE, LAYERS, AlexNetLayer, create_alexnet
 
 #: The paper's layers with torchvision's AlexNet feature shapes at its 224x224 input.
 SHAPES: dict[str, tuple[int, ...]] = {

@@ -8,14 +8,14 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import repinv_hog
 import torch
 from conftest import Photos, declared_entry_point, registered_family
-from repinv_hog import hog as hog_module
-from repinv_hog.hog import HOG, create_hog, direction_table, hog_grid_size
 
+import repinv_hog
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
 from repinv.representations.base import FeatureSpec, rgb_to_gray
+from repinv_hog import hog as hog_module
+from repinv_hog.hog import HOG, create_hog, direction_table, hog_grid_size
 
 TOLERANCE = 1e-4  # max abs difference to VLFeat; float rounding alone gives ~3e-7
 SIZES = [(64, 64), (61, 61), (100, 77), (128, 96), (37, 53)]

@@ -7,14 +7,14 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-import repinv_lbp
 import torch
 from conftest import Photos, declared_entry_point, registered_family
-from repinv_lbp import lbp as lbp_module
-from repinv_lbp.lbp import LBP, NEIGHBOURS, create_lbp, lbp_codes, lbp_grid_size, lbp_uniform, uniform_mapping
 
+import repinv_lbp
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
 from repinv.representations.base import FeatureSpec, rgb_to_gray
+from repinv_lbp import lbp as lbp_module
+from repinv_lbp.lbp import LBP, NEIGHBOURS, create_lbp, lbp_codes, lbp_grid_size, lbp_uniform, uniform_mapping
 
 TOLERANCE = 1e-4  # max abs difference to VLFeat; float rounding alone gives ~1e-7
 SIZES = [(64, 64), (61, 61), (100, 77), (128, 96), (37, 53)]

@@ -8,15 +8,15 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 import pytest
-import repinv_sift
 import torch
 import torch.nn.functional as F
 from conftest import declared_entry_point, registered_family
-from repinv_sift import sift as sift_module
-from repinv_sift.sift import SIFT, Keypoints, create_sift, gray_uint8, sift_grid_size, sparse_sift
 
+import repinv_sift
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant
 from repinv.representations.base import FeatureSpec
+from repinv_sift import sift as sift_module
+from repinv_sift.sift import SIFT, Keypoints, create_sift, gray_uint8, sift_grid_size, sparse_sift
 
 CHANNELS = 133
 

@@ -13,17 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import repinv_timm
 import timm
 import torch
 from conftest import declared_entry_point, registered_family
-from repinv_timm.layers import TimmLayer, create_timm, featured_layers, timm_variants, to_features
 from torch import nn
 
+import repinv_timm
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.registry.factories import create_representation
 from repinv.representations.base import FeatureSpec
 from repinv.representations.networks import capture
+from repinv_timm.layers import TimmLayer, create_timm, featured_layers, timm_variants, to_features
 
 SWIN = "swin_tiny_patch4_window7_224"  # the smallest Swin in timm
 VIT = "vit_tiny_patch16_224"
@@ -41,7 +41,7 @@ CASES: dict[tuple[str, str], tuple[int, ...]] = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rep(model: str, layer: str) -> TimmLayer:
     """A random-weight representation, built once per test module run (building a model takes up to a second)."""
     return TimmLayer(model, layer, weights="none").eval()
@@ -341,6 +341,7 @@ def test_entry_point_declared() -> None:
 def test_unreachable_hub_reads_only_the_cache(offline: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a network the Hub client would retry for ~45 s; an unreachable Hub puts it in offline mode at once."""
     import huggingface_hub.constants as hub
+
     import repinv_timm.layers as timm_layers
 
     seen: list[bool] = []

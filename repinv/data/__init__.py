@@ -1,0 +1,8 @@
+"""Data: images from folders, tar shards or the bundled photos, and their features for training.
+
+* ``sources`` — sources, indexing, ``ImageDataset`` (training and evaluation transforms), ``evaluation_loader``;
+* ``pixels`` — decoding one image to RGB, resizing, crop boxes;
+* ``stream`` — the training stream: which sample each step sees (resumable, split over processes);
+* ``features`` — where Φ runs while training (cache, loader workers, the step, or batched);
+* ``cache`` — feature caches: features of fixed crops computed once (``repinv features``).
+"""

@@ -1,0 +1,8 @@
+"""Training: a decoder learns f(Φ(x)) ≈ x, into a run directory that ``--resume`` continues exactly.
+
+* ``config`` — ``TrainConfig``, recipes, learning-rate schedules;
+* ``loop`` — the training loop, ``train`` and ``resume``;
+* ``state`` — the optimizer's state as tensors and JSON (no pickle);
+* ``distributed`` — torchrun: process group, batch split, agreement across ranks;
+* ``allocator`` — keeping freed memory mapped (glibc) in a training process.
+"""
