@@ -471,4 +471,4 @@ def default_data_root() -> Path:
         ``$REPINV_SHARED_DATA`` when set, else ``<repo root>/../shared/data`` (it may not exist).
     """
     configured = os.environ.get("REPINV_SHARED_DATA")
-    return Path(configured).expanduser() if configured else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(configured).expanduser() if configured else Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "scoring"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "scoring"
 
 
 def _recorder():
