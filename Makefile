@@ -9,7 +9,9 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# Two package roots (repinv/ and plugins/, recipes/ mapped into repinv.recipes) make setuptools install an import
+	# hook rather than a plain path, and it warns about folders named like the packages: silence exactly that.
+	PYTHONWARNINGS="ignore:Editable installation" $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(INSTALLED)
 
 install: $(INSTALLED)

@@ -19,7 +19,7 @@ from repinv.options import parse_options
 from repinv.progress import console
 from repinv.registry.manager import get_registry
 from repinv.rundir import RunDir
-from repinv.training.config import list_recipes, make_config
+from repinv.training.config import list_recipes, load_recipe, make_config
 
 __all__ = ["cli", "main"]
 
@@ -50,10 +50,21 @@ def cli() -> None:
     """
 
 
+#: Values up to this long (numbers, shapes, yes/no) are never wrapped in a table.
+SHORT_VALUE = 16
+
+
 def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    """A results table that never cuts a value: the first column (the names a user copies) never wraps; the others
+    fold long words rather than cut them, short values (numbers, shapes) keep their width, and the last column
+    (descriptions) gives way first. Headers may wrap."""
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(len(columns))]
+    table.add_column(columns[0], no_wrap=True, min_width=max(widths[0], len(columns[0])))
+    for column, width in zip(columns[1:-1], widths[1:-1]):
+        table.add_column(column, overflow="fold", min_width=min(width, SHORT_VALUE))
+    if len(columns) > 1:
+        table.add_column(columns[-1], overflow="fold", ratio=1)
     for row in rows:
         table.add_row(*row)
     return table
@@ -62,28 +73,33 @@ def _rows_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
 @cli.command()
 @click.argument("pattern", default="*")
 @click.option("--image-size", default=64, show_default=True, help="Image side for the feature shapes shown.")
-def reps(pattern: str, image_size: int) -> None:
+@click.option("--names", "names_only", is_flag=True, help="Only the names, one per line (for scripts).")
+def reps(pattern: str, image_size: int, names_only: bool) -> None:
     """List representations (optionally matching PATTERN, e.g. 'alex*' or a family) with feature shapes."""
     from repinv.registry.factories import create_representation, list_representations
     from repinv.representations.base import split_name
 
     registry = get_registry()
-    rows, described = [], set()
-    for name in list_representations(pattern):
-        family = split_name(name)[0]
-        entry = registry.representations[family]
+    names = list_representations(pattern)
+    if not names:
+        raise click.ClickException(f"no representation matches {pattern!r}; `repinv reps` lists them all")
+    if names_only:
+        click.echo("\n".join(names))
+        return
+    rows = []
+    for name in names:
         try:
             rep = create_representation(name)
             spec = rep.spec((image_size, image_size))
             shape, kind, grad = str(spec), str(spec.kind), "yes" if rep.differentiable else "no"
         except RepinvError as error:
             shape, kind, grad = f"({error})", "?", "?"
-        rows.append([name, kind, shape, grad, "" if family in described else entry.description])
-        described.add(family)  # a family's description once, on its first row
-    if not rows:
-        raise click.ClickException(f"no representation matches {pattern!r}; `repinv reps` lists them all")
+        rows.append([name, kind, shape, grad])
     console.print(_rows_table(f"representations at {image_size}x{image_size}",
-                              ["name", "kind", "features", "differentiable", "description"], rows))
+                              ["name", "kind", "features", "differentiable"], rows))
+    # Descriptions below the table, a family each: a column of them would squeeze the names on a narrow terminal.
+    for family in dict.fromkeys(split_name(name)[0] for name in names):
+        console.print(f"[bold]{family}[/]: {registry.representations[family].description}", highlight=False)
 
 
 @cli.command()
@@ -151,6 +167,10 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
             raise click.UsageError("--recipe cannot be combined with --resume: a resumed run keeps its settings")
         result = resume_run(resume, show_progress=not quiet, **flags)
     else:
+        if not (flags["data"] or flags["features"] or (recipe and load_recipe(recipe).get("data"))):
+            # The library's default (the bundled photos) would start a long run on five photos unasked.
+            raise click.ClickException("no training data: give --data FOLDER (or a quoted 'shards/train-*.tar' "
+                                       "glob), or --data builtin to train on the photos bundled with scikit-image")
         config = make_config(recipe, **flags)
         rep = read_manifest(config.features)["representation"]["name"] if config.features else config.rep
         out = out or f"runs/{rep.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -273,8 +293,8 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
     from repinv.rundir import RunDir
 
     if list_only:
-        rows = [[e.name, e.description, e.plugin] for e in get_registry().perturbations.values()]
-        console.print(_rows_table("perturbations (NAME[:ARG])", ["name", "what it does", "plugin"], rows))
+        rows = [[e.name, e.plugin, e.description] for e in get_registry().perturbations.values()]
+        console.print(_rows_table("perturbations (NAME[:ARG])", ["name", "plugin", "what it does"], rows))
         return
     if not runs or (len(runs) > 1 and not out):
         raise click.UsageError("give --checkpoint RUN (and --out DIR when there are several)")

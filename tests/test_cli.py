@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -118,3 +122,54 @@ def test_every_option_is_in_the_cli_reference():
             for flag in getattr(parameter, "opts", []):
                 if flag.startswith("--"):
                     assert flag in reference, f"{flag} of repinv {name} is missing from docs/cli.md"
+
+
+def test_training_without_data_is_refused_and_makes_no_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = _invoke("train", "--rep", "hog", "--steps", "1", "--quiet")
+    _one_line_error(result, "no training data", "--data builtin")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_recipe_that_names_its_data_needs_no_data_flag(tmp_path):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('rep = "hog"\ndata = ["builtin"]\nimage_size = 16\nwidth = 0.05\nsteps = 1\nworkers = 0\n')
+    result = _invoke("train", "--recipe", str(recipe), "--out", str(tmp_path / "run"), "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+def _run_cli(*args: str, columns: int = 80, **env: str) -> subprocess.CompletedProcess[str]:
+    """The console script in a child process with stdout and stderr piped (not a terminal), as in a log file."""
+    environment = {**os.environ, "COLUMNS": str(columns), **env}
+    return subprocess.run([sys.executable, "-m", "repinv", *args], capture_output=True, text=True, env=environment,
+                          timeout=300, check=False)
+
+
+@pytest.mark.parametrize("pattern", ["timm:tf_efficientnet_lite0", "alexnet", "*"])
+def test_reps_never_cuts_a_name_in_a_narrow_piped_console(pattern):
+    names = _run_cli("reps", pattern, "--names")
+    assert names.returncode == 0, names.stderr
+    expected = names.stdout.split()
+    assert expected and all(":" in name or name in ("hog", "lbp", "sift") for name in expected)
+    table = _run_cli("reps", pattern, columns=60)
+    assert table.returncode == 0, table.stderr
+    assert "…" not in table.stdout
+    shown = set(table.stdout.split())
+    assert [name for name in expected if name not in shown] == []
+
+
+def test_progress_goes_to_a_log_as_plain_lines(tmp_path):
+    run = tmp_path / "run"
+    trained = _run_cli("train", "--rep", "hog", "--data", "builtin", "--image-size", "16", "--width", "0.05",
+                       "--steps", "3", "--batch-size", "2", "--workers", "0", "--out", str(run),
+                       REPINV_PROGRESS_SECONDS="0")
+    assert trained.returncode == 0, trained.stderr
+    lines = [line for line in trained.stderr.splitlines() if line.startswith("training hog:")]
+    assert [line.split()[2] for line in lines] == ["0/3", "1/3", "2/3", "3/3"], trained.stderr
+    assert re.fullmatch(r"training hog: 3/3 \(100%\) · loss [\d.]+ · [\d,]+ img/s · remaining \d\d:\d\d:\d\d · "
+                        r"elapsed \d\d:\d\d:\d\d", lines[-1])
+    evaluated = _run_cli("evaluate", "--checkpoint", str(run), "--data", "builtin:test", "--workers", "0",
+                         REPINV_PROGRESS_SECONDS="3600")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert re.search(r"^evaluating: 2/2 \(100%\) · elapsed \d\d:\d\d:\d\d · remaining 00:00:00$", evaluated.stderr,
+                     re.M), evaluated.stderr

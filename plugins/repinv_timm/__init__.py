@@ -25,4 +25,4 @@ def register_representations(register: Callable[..., None]) -> None:
     """Register the ``timm`` family (variants ``<model>:<layer>``; options ``weights``, ``seed``, ``layout``)."""
     register("timm", create_timm, variants=timm_variants,
              description=f"any timm model, timm:MODEL:LAYER (a module, pooled or logits; {EXAMPLE_MODEL} shown as an "
-                         f"example); options weights={DEFAULTS['weights']}|none|PATH, seed, layout")
+                         f"example); options weights={DEFAULTS['weights']}|none|PATH, seed, layout, tag")

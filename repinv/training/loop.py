@@ -34,7 +34,7 @@ from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferen
 from repinv.files import load_into
 from repinv.inversion.decoder import Inverter
 from repinv.pictures import write_pairs_grid
-from repinv.progress import progress_bar
+from repinv.progress import clock, progress_bar
 from repinv.registry.factories import build_decoder, create_representation
 from repinv.registry.factories import decoder_config as decoder_config_of
 from repinv.representations.base import Representation
@@ -304,7 +304,7 @@ class _Trainer:
         remaining = (self.total - self.step) * self.config.batch_size / max(rate, 1e-9)
         if self.config.time_budget is not None:
             remaining = min(remaining, self.config.time_budget - self.elapsed)
-        return f"loss {loss:.4f} · {rate:,.0f} img/s · ETA {time.strftime('%H:%M:%S', time.gmtime(max(0, remaining)))}"
+        return f"loss {loss:.4f} · {rate:,.0f} img/s · remaining {clock(remaining)}"
 
     def budget_spent(self) -> float:
         """The share of the time budget used, across every session of the run (0 without a budget)."""
