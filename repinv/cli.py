@@ -25,7 +25,7 @@ __all__ = ["cli", "main"]
 
 
 class _Group(click.Group):
-    """Turns library errors into one line instead of a traceback."""
+    """Turns library errors, and bad command-line usage, into one line instead of a traceback or a usage screen."""
 
     def invoke(self, ctx: click.Context) -> Any:
         warnings.formatwarning = lambda message, category, *_: f"warning: {message}\n"
@@ -33,6 +33,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except RepinvError as error:
             raise click.ClickException(str(error)) from None
+        except click.UsageError as error:
+            command = error.ctx.command_path if error.ctx else "repinv"
+            raise click.ClickException(f"{error.format_message()} (see `{command} --help`)") from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

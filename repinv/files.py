@@ -6,10 +6,14 @@ The run directory's layout is :mod:`repinv.rundir`'s; this module knows no file 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from repinv.errors import CheckpointError
 __all__ = [
     "METADATA_KEY",
     "atomic_write",
+    "exclusive_lock",
     "read_log",
     "save_tensors",
     "read_metadata",
@@ -60,6 +65,54 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(path: Path, busy: Callable[[str], Exception], unwritable: Callable[[str], Exception]
+                   ) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``path`` (created with its folder if needed) while the block runs,
+    with this process's id written into it for whoever finds it taken.
+
+    The operating system releases the lock when the file is closed: at the end of the block, and when the process
+    exits or is killed, so a killed holder never leaves a stale lock. Any other open of the file (another process,
+    or this one again) is refused while it is held. The file itself is left in place (emptied): removing a lock file
+    would let two processes lock two different files of the same name.
+
+    Args:
+        path: the lock file.
+        busy: makes the exception raised when another holds the lock, from its holder (``"pid 1234"``).
+        unwritable: makes the exception raised when the file cannot be created, from the reason.
+
+    Raises:
+        whatever ``busy`` or ``unwritable`` make.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    except OSError as error:
+        raise unwritable(error.strerror or str(error)) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                holder = os.pread(handle, 64, 0).decode("ascii", "replace").strip()
+                raise busy(f"pid {holder}" if holder.isdigit() else "pid unknown") from None
+            # A file system without locks (some network mounts): run unprotected rather than not at all.
+            warnings.warn(f"cannot lock {path} ({error.strerror}); nothing stops a second process from using "
+                          f"{path.parent} at the same time", stacklevel=3)
+            locked = False
+        if locked:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"{os.getpid()}\n".encode("ascii"), 0)
+        try:
+            yield
+        finally:
+            if locked:
+                os.ftruncate(handle, 0)  # still held: nobody reads a pid that is gone
+    finally:
+        os.close(handle)  # releases the lock
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -103,7 +156,14 @@ def read_metadata(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
     if METADATA_KEY not in header:
         raise CheckpointError(f"{path} has no repinv metadata: it was not written by repinv")
-    metadata: dict[str, Any] = json.loads(header[METADATA_KEY])
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except ValueError as error:
+        raise CheckpointError(f"{path} has damaged repinv metadata (not JSON: {error}): it was edited or not "
+                              "written by repinv") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} has damaged repinv metadata (a JSON {type(metadata).__name__}, not an "
+                              "object): it was edited or not written by repinv")
     return metadata
 
 

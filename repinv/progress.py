@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 
-__all__ = ["console", "progress_bar", "clock"]
+__all__ = ["console", "progress_bar", "hms"]
 
 #: Results (tables, summaries) go to stdout; progress bars to stderr, so redirected output stays clean.
 console = Console()
@@ -25,7 +25,7 @@ _progress_console = Console(stderr=True)
 DEFAULT_LINE_SECONDS = 30.0
 
 
-def clock(seconds: float) -> str:
+def hms(seconds: float) -> str:
     """``HH:MM:SS`` for a number of seconds (negative counts as 0)."""
     return time.strftime("%H:%M:%S", time.gmtime(max(0.0, seconds)))
 
@@ -73,9 +73,9 @@ def _plain_lines(description: str, total: int | None, own_eta: bool) -> Iterator
         shown, elapsed = done, time.monotonic() - started
         parts = [f"{description}: {done:,}" + (f"/{total:,} ({100 * done / max(total, 1):.0f}%)" if total else "")]
         parts += [status] if status else []
-        parts.append(f"elapsed {clock(elapsed)}")
+        parts.append(f"elapsed {hms(elapsed)}")
         if total and done and not own_eta:
-            parts.append(f"remaining {clock(elapsed / done * (total - done))}")
+            parts.append(f"remaining {hms(elapsed / done * (total - done))}")
         print(" · ".join(parts), file=sys.stderr, flush=True)
 
     def advance(n: int = 1, **fields: object) -> None:

@@ -18,6 +18,10 @@ A run directory holds:
 
 A linear baseline's run directory (``repinv fit-linear``) holds ``linear.safetensors`` (weights, metadata as
 above) and ``mean_image.safetensors``. Every write is atomic (:mod:`repinv.files`); nothing here is a pickle.
+
+The metadata's ``run_format`` (:attr:`RunDir.FORMAT`) numbers this layout; a run from a newer repinv is refused
+with both numbers, a run without the key is format 1. ``.lock`` is the file :meth:`RunDir.lock` holds while a
+process trains into the directory.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +38,7 @@ import torch
 from torch import Tensor
 
 from repinv.errors import CheckpointError
-from repinv.files import atomic_write, load_tensors, read_log, read_metadata, save_tensors, write_json
+from repinv.files import atomic_write, exclusive_lock, load_tensors, read_log, read_metadata, save_tensors, write_json
 
 __all__ = ["RunDir"]
 
@@ -45,10 +50,16 @@ class RunDir:
         path: the directory; nothing is read or created until a method needs it.
     """
 
+    #: The run-directory format this repinv writes and the newest it reads (metadata key ``run_format``; a run
+    #: without it is format 1). Bumped when a change to the layout or the metadata would mislead an older reader.
+    FORMAT = 1
+    FORMAT_KEY = "run_format"
+
     _DECODER, _ENCODER, _MEAN_IMAGE = "decoder.safetensors", "encoder.safetensors", "mean_image.safetensors"
     _STATE, _STATE_COPY, _CONFIG = "state.safetensors", "state.json", "config.json"
     _LOG, _SAMPLES, _BEST, _LINEAR = "metrics.jsonl", "samples", "best", "linear.safetensors"
     _EVALUATION, _EVALUATION_GRID, _ANALYSIS = "evaluation.json", "evaluation.png", "analysis"
+    _LOCK = ".lock"
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -138,7 +149,19 @@ class RunDir:
             CheckpointError: neither file is there or readable.
         """
         path = self.path / (self._LINEAR if self.holds_linear() and not self.holds_decoder() else self._DECODER)
-        return read_metadata(path)
+        return self._read_metadata(path)
+
+    def _read_metadata(self, path: Path) -> dict[str, Any]:
+        """A file's repinv metadata, refused when a newer repinv wrote it (see :attr:`FORMAT`)."""
+        metadata = read_metadata(path)
+        written = metadata.get(self.FORMAT_KEY, 1)
+        if isinstance(written, bool) or not isinstance(written, int) or written < 1:
+            raise CheckpointError(f"{path} has run format {written!r}, which is not a format number: it was edited "
+                                  "or not written by repinv")
+        if written > self.FORMAT:
+            raise CheckpointError(f"{self.path} was written by a newer repinv (run format {written}; this repinv "
+                                  f"reads up to {self.FORMAT}): upgrade repinv")
+        return metadata
 
     def identity(self) -> tuple[dict[str, Any], tuple[int, int]]:
         """The representation (``{"name", "options"}``) and image size the run records.
@@ -173,7 +196,7 @@ class RunDir:
         if not self.holds_linear() and self.holds_decoder():
             raise CheckpointError(f"{self.path} holds a decoder, not a linear baseline: use decoder:{self.path}")
         path = self.path / self._LINEAR
-        return read_metadata(path), load_tensors(path)
+        return self._read_metadata(path), load_tensors(path)
 
     def read_mean_image(self) -> Tensor | None:
         """The mean training image ``(3, H, W)``, when the run holds one."""
@@ -195,11 +218,14 @@ class RunDir:
     def read_state(self, device: torch.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Tensor]]:
         """The resume state: its counters and settings, and its tensors."""
         path = self.path / self._STATE
-        return read_metadata(path), load_tensors(path, device)
+        return self._read_metadata(path), load_tensors(path, device)
 
     def training_settings(self) -> dict[str, Any]:
         """The settings the run's last checkpoint was trained with."""
-        settings: dict[str, Any] = read_metadata(self.path / self._STATE)["training"]
+        path = self.path / self._STATE
+        settings = self._read_metadata(path).get("training")
+        if not isinstance(settings, dict):
+            raise CheckpointError(f"{path} lacks the training settings: it was edited or not written by repinv")
         return settings
 
     def read_settings(self) -> dict[str, Any] | None:
@@ -212,6 +238,31 @@ class RunDir:
         return read_log(self.path / self._LOG) if self.holds_log() else []
 
     # ------------------------------------------------------------------------------------------------ writing
+    @contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the run directory for one process (training into it) while the block runs.
+
+        An exclusive, non-blocking ``flock`` on a file in the directory (created with the directory if needed),
+        holding this process's id. The operating system releases it when the block ends and when the process exits
+        or is killed, so a killed run can be resumed at once.
+
+        Yields:
+            ``self``.
+
+        Raises:
+            CheckpointError: another process holds it (or this one, through another :meth:`lock`), naming its pid;
+                or the directory cannot be written.
+        """
+        def busy(holder: str) -> CheckpointError:
+            return CheckpointError(f"{self.path} is being trained by another repinv process ({holder}); wait for it "
+                                   "or stop it")
+
+        def unwritable(reason: str) -> CheckpointError:
+            return CheckpointError(f"cannot write in run directory {self.path} ({reason})")
+
+        with exclusive_lock(self.path / self._LOCK, busy, unwritable):
+            yield self
+
     def write_settings(self, settings: Mapping[str, Any]) -> None:
         """Create the directory and write ``config.json``."""
         self.path.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from repinv.errors import RepinvError, ShapeError
+from repinv.errors import DataError, RepinvError, ShapeError
 
-__all__ = ["VERSION", "resolve_device", "check_shape", "check_images", "keyed_generator"]
+__all__ = ["VERSION", "resolve_device", "check_shape", "check_images", "check_finite", "keyed_generator"]
 
 
 def _installed_version() -> str:
@@ -83,3 +83,22 @@ def keyed_generator(seed: int, *keys: int) -> torch.Generator:
     whatever order items are drawn in (by workers, batches or ranks)."""
     entropy = np.random.SeedSequence([seed % 2**64, *keys]).generate_state(2)
     return torch.Generator().manual_seed(int(entropy[0]) << 32 | int(entropy[1]))
+
+
+def check_finite(values: Tensor, what: str, first_index: int = 0) -> None:
+    """Refuse NaN or infinite values, naming how many items hold them and which.
+
+    Args:
+        values: a batch, ``(B, ...)``; each row is one item (an image's features).
+        what: how to name the batch in the message (``"the features in f.safetensors"``).
+        first_index: the index of the batch's first item in the whole set, so the message names items by it.
+
+    Raises:
+        DataError: an item holds NaN or an infinite value.
+    """
+    bad = ~torch.isfinite(values.detach().flatten(1)).all(1)
+    if bool(bad.any()):
+        items = [first_index + int(i) for i in bad.nonzero().flatten()]
+        shown = ", ".join(map(str, items[:8])) + (", …" if len(items) > 8 else "")
+        raise DataError(f"{what} hold NaN or infinite values in {len(items)} of {values.shape[0]} items (item "
+                        f"{shown}); a decoder cannot invert them: fix or leave out those items")

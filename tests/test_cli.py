@@ -103,7 +103,7 @@ def test_invert_images_and_features(trained_run, photo_folder, tmp_path):
     save_file({"features": torch.rand(2, 31, 5, 5)}, str(tmp_path / "bad.safetensors"))
     result = _invoke("invert", "--checkpoint", str(trained_run), "--features", str(tmp_path / "bad.safetensors"),
                      "--out", str(tmp_path / "x"))
-    _one_line_error(result, "features must have shape")
+    _one_line_error(result, "bad.safetensors must have shape (B, 31, 4, 4), got (2, 31, 5, 5)")
 
 
 def test_help_is_there_for_every_command():

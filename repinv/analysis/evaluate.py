@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,12 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from repinv.analysis.scoring import Entry, score
-from repinv.data.sources import evaluation_loader
+from repinv.data.sources import DataWarning, DecodeWarning, evaluation_loader, find_image_dataset, skip_summary
 from repinv.inversion.base import InversionMethod
 from repinv.inversion.mean import MeanImageInverter
 from repinv.pictures import write_pairs_grid
 
 __all__ = ["evaluate"]
-
 
 
 @torch.no_grad()
@@ -38,9 +38,11 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tens
         grid: when given, a PNG of the first 8 test images beside their reconstructions is written there.
 
     Returns:
-        ``{"images": n, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the metrics
-        ``normalized_error``, ``psnr``, ``ssim`` and (decoder only) ``feature_error``; ``mean_image`` is omitted
-        when the run has no mean image.
+        ``{"images": n, "skipped": k, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the
+        metrics ``normalized_error``, ``psnr``, ``ssim`` and (decoder only) ``feature_error``; ``mean_image`` is
+        omitted when the run has no mean image. ``skipped`` counts the images of the data set that failed to decode
+        (each replaced by the next readable one, so ``n`` still counts its place); when it is not 0, one
+        :class:`~repinv.data.DataWarning` line (:func:`~repinv.data.sources.skip_summary`) says which and why.
 
     Raises:
         InvalidOption: ``limit`` below 2.
@@ -52,8 +54,15 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tens
     if inverter.mean_image is not None:
         entries.append(Entry("mean_image", MeanImageInverter(inverter.representation, inverter.mean_image),
                              feature_error=False))
-    scores = score(loader, inverter.representation, entries, device=inverter.device,
-                   seed=seed, show_progress=show_progress, description="evaluating")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DecodeWarning)  # one line per image: totalled below instead
+        scores = score(loader, inverter.representation, entries, device=inverter.device,
+                       seed=seed, show_progress=show_progress, description="evaluating")
+    summary = skip_summary(loader.dataset, "evaluation")
+    if summary is not None:
+        warnings.warn(summary, DataWarning, stacklevel=2)
+    images = find_image_dataset(loader.dataset)
+    skipped = 0 if images is None else sum(len(names) for names in images.decode_failures().values())
     if grid is not None:
         write_pairs_grid(scores.shown["images"], scores.shown["decoder"], grid)
-    return {"images": scores.images, **scores.metrics}
+    return {"images": scores.images, "skipped": skipped, **scores.metrics}

@@ -31,6 +31,7 @@ from repinv.inversion.base import InversionMethod
 from repinv.pictures import GRID_ROWS
 from repinv.progress import progress_bar
 from repinv.representations.base import Representation
+from repinv.utils import check_finite
 
 __all__ = ["Entry", "Scores", "score"]
 
@@ -95,6 +96,7 @@ def score(loader: DataLoader[Tensor], representation: Representation, entries: S
         for index, images in enumerate(loader):
             images = images.to(device, non_blocking=True)
             features = representation(images)
+            check_finite(features, f"the {representation.name} features of the test images", first_index=first)
             own = {entry.label: entry.method.features(images) for entry in entries if entry.method.own_encoder}
             scale.add(images, features if measure_features else None)
             norms = features.flatten(1).float().norm(dim=1).clamp_min(1e-12) if change else None

@@ -13,16 +13,22 @@ A cache is a directory::
     shard-00001.safetensors    ...
 
 Shards are written atomically, one at a time, so an interrupted ``repinv features`` continues where it stopped
-when run again with the same arguments. Storage is lossless and compact: images as 8-bit when every pixel is a
+when run again with the same arguments. While it runs it holds a lock (an ``flock`` on ``.lock`` in the folder,
+released on exit or kill), so a second ``repinv features`` on the same cache is refused rather than racing it.
+Reading checks ``cache.json`` and every shard against each other: a damaged shard or a hand-edited manifest is
+an error that names it, never wrong features. Storage is lossless and compact: images as 8-bit when every pixel is a
 multiple of 1/255 (crops that needed no resizing), float32 otherwise; feature maps keep only their cells that are
 not all zero (most of a sparse SIFT map is empty), vectors are stored whole.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +37,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from repinv.data.features import feature_mode, per_image_features, with_features
-from repinv.data.sources import ImageDataset
-from repinv.errors import CacheError
-from repinv.files import load_tensors, save_tensors, write_json
+from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
+from repinv.errors import CacheError, CheckpointError, RepinvError, UnknownRepresentation
+from repinv.files import exclusive_lock, load_tensors, read_metadata, save_tensors, write_json
 from repinv.options import Option, validate_options
 from repinv.progress import progress_bar
 from repinv.registry.factories import create_representation
@@ -43,6 +49,7 @@ from repinv.utils import VERSION, resolve_device
 __all__ = ["cache_features", "FeatureCache", "read_manifest", "MANIFEST"]
 
 MANIFEST = "cache.json"
+_LOCK = ".lock"  # held by the process writing the cache
 FORMAT = 1  # bumped when the shard layout changes
 #: The sizes ``cache_features`` takes (the other arguments are checked by the representation and the data).
 CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimum=1),
@@ -51,6 +58,25 @@ CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimu
 
 def _shard_path(root: Path, shard: int) -> Path:
     return root / f"shard-{shard:05d}.safetensors"
+
+
+def _damaged_shard(path: Path, problem: str) -> CacheError:
+    return CacheError(f"cache shard {path} is damaged ({problem}): delete it and run `repinv features` again, which "
+                      "recomputes only the missing shards")
+
+
+@contextmanager
+def _writing(root: Path) -> Iterator[None]:
+    """Hold the cache folder for this process while it writes there (see the module docstring)."""
+    def busy(holder: str) -> CacheError:
+        return CacheError(f"{root} is being written by another `repinv features` process ({holder}); wait for it "
+                          "or stop it")
+
+    def unwritable(reason: str) -> CacheError:
+        return CacheError(f"cannot write the feature cache in {root} ({reason}); choose another --out")
+
+    with exclusive_lock(root / _LOCK, busy, unwritable):
+        yield
 
 
 class _Crops(Dataset[Tensor | tuple[Tensor, Tensor]]):
@@ -105,14 +131,17 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         The finished cache.
 
     Raises:
-        CacheError: ``out`` holds a cache made with other arguments.
-        InvalidOption, DataError, UnknownRepresentation: bad arguments or data.
+        CacheError: ``out`` holds a cache made with other arguments, a damaged one, or another process is writing
+            it.
+        InvalidOption, DataError, UnknownRepresentation, WeightsUnavailable: bad arguments, data or weights.
     """
     shard_size, batch_size = validate_options("feature cache", {"shard_size": shard_size, "batch_size": batch_size},
                                               CACHE_OPTIONS).values()
     dev = resolve_device(device)
     representation = rep if isinstance(rep, Representation) else create_representation(rep, **(rep_options or {}))
-    representation = representation.to(dev).eval()
+    # Now: a weights file that cannot be read (or a failed download) must not leave a half-made cache, and worker
+    # processes then share the loaded weights instead of each loading them.
+    representation = representation.load_weights().to(dev).eval()
     images = ImageDataset(data, image_size, train=False)
     size = images.image_size
     manifest = {"format": FORMAT, "representation": {"name": representation.name,
@@ -121,19 +150,25 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
                 "sources": images.sources, "count": len(images), "shard_size": shard_size}
     root = Path(out)
     existing = root / MANIFEST
-    if existing.exists():
-        previous = {k: v for k, v in json.loads(existing.read_text()).items() if k != "repinv_version"}
-        changed = [key for key in manifest if previous.get(key) != manifest[key]]
-        if changed:
-            raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
-                             "choose another --out")
-    else:
-        write_json(existing, {**manifest, "repinv_version": VERSION})
-    try:
-        _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress)
-    except KeyboardInterrupt:
-        raise CacheError(f"interrupted; the finished shards are kept in {root}: run the same command again to "
-                         "continue") from None
+    with _writing(root):
+        if existing.exists():
+            previous = {k: v for k, v in read_manifest(root).items() if k != "repinv_version"}
+            changed = [key for key in manifest if previous.get(key) != manifest[key]]
+            if changed:
+                raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
+                                 "choose another --out")
+        else:
+            write_json(existing, {**manifest, "repinv_version": VERSION})
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DecodeWarning)  # totalled in one line below
+                _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress)
+        except KeyboardInterrupt:
+            raise CacheError(f"interrupted; the finished shards are kept in {root}: run the same command again to "
+                             "continue") from None
+        finally:
+            if (summary := skip_summary(images, "feature caching")) is not None:
+                warnings.warn(summary, DataWarning, stacklevel=2)
     return FeatureCache(root)
 
 
@@ -164,16 +199,111 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     """What the cache at ``path`` holds (its ``cache.json``), without reading the shards.
 
     Raises:
-        CacheError: ``path`` is not a cache, or one in another format.
+        CacheError: ``path`` is not a cache, one in another format, or its ``cache.json`` is damaged (not JSON, or
+            fields missing or of the wrong kind).
     """
     manifest_path = Path(path) / MANIFEST
     if not manifest_path.exists():
         raise CacheError(f"{path} is not a feature cache (no {MANIFEST}); make one with `repinv features`")
-    manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
+        raise _damaged_manifest(manifest_path, f"not readable JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise _damaged_manifest(manifest_path, f"a JSON {type(manifest).__name__}, not an object")
     if manifest.get("format") != FORMAT:
         raise CacheError(f"{path} has cache format {manifest.get('format')}, this repinv reads {FORMAT}; make it "
                          "again with `repinv features`")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise _damaged_manifest(manifest_path, problem)
     return manifest
+
+
+def _damaged_manifest(path: Path, problem: str) -> CacheError:
+    return CacheError(f"{path} is damaged or was edited by hand ({problem}): put back the original, or delete "
+                      f"{path.parent} and make the cache again with `repinv features`")
+
+
+def _positive_ints(value: Any, lengths: tuple[int, ...]) -> bool:
+    return isinstance(value, list) and len(value) in lengths and \
+        all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the fields of a ``cache.json``, or ``None``."""
+    rep = manifest.get("representation")
+    if not (isinstance(rep, dict) and isinstance(rep.get("name"), str) and isinstance(rep.get("options"), dict)):
+        return "representation must be {name, options}"
+    if not _positive_ints(manifest.get("image_size"), (2,)):
+        return f"image_size must be two positive integers, not {manifest.get('image_size')!r}"
+    if not _positive_ints(manifest.get("feature_shape"), (1, 3)):
+        return f"feature_shape must be one or three positive integers, not {manifest.get('feature_shape')!r}"
+    sources = manifest.get("sources")
+    if not (isinstance(sources, list) and all(isinstance(source, str) for source in sources)):
+        return "sources must be a list of names"
+    for key in ("count", "shard_size"):
+        if not _positive_ints([manifest.get(key)], (1,)):
+            return f"{key} must be a positive integer, not {manifest.get(key)!r}"
+    return None
+
+
+def _shard_differs(path: Path, what: str) -> CacheError:
+    return CacheError(f"cache shard {path} does not match {path.parent / MANIFEST} ({what}): the manifest was edited "
+                      f"by hand or the shard comes from another cache; put back the original {MANIFEST}, or delete "
+                      f"{path.parent} and make the cache again with `repinv features`")
+
+
+def _check_range(path: Path, start: int, stop: int) -> None:
+    """Refuse a shard whose header does not record images ``start .. stop - 1`` (reads the header only).
+
+    Raises:
+        CacheError: the header is unreadable (a damaged shard) or records other images.
+    """
+    try:
+        recorded = read_metadata(path)
+    except CheckpointError:
+        raise _damaged_shard(path, "cut short, or not a safetensors file") from None
+    first, stop_at = recorded.get("start"), recorded.get("stop")
+    if (first, stop_at) != (start, stop):
+        held = f"images {first} to {stop_at - 1}" if isinstance(first, int) and isinstance(stop_at, int) else \
+            f"no image range ({recorded})"
+        raise _shard_differs(path, f"it holds {held}, the manifest puts images {start} to {stop - 1} there")
+
+
+def _check_shard(path: Path, shard: dict[str, Tensor], start: int, stop: int, manifest: dict[str, Any]) -> None:
+    """Refuse a shard whose tensors do not hold images ``start .. stop - 1`` as ``cache.json`` describes them.
+
+    Raises:
+        CacheError: naming the shard and what differs.
+    """
+    differs = functools.partial(_shard_differs, path)
+    count = stop - start
+    height, width = manifest["image_size"]
+    images = shard.get("images")
+    if images is None or tuple(images.shape) != (count, 3, height, width):
+        found = "no images" if images is None else f"images {tuple(images.shape)}"
+        raise differs(f"{found}, the manifest says {count} images of 3x{height}x{width}")
+    if images.dtype not in (torch.uint8, torch.float32):
+        raise _damaged_shard(path, f"images of type {images.dtype}")
+    shape = tuple(manifest["feature_shape"])
+    if len(shape) == 1:
+        features = shard.get("features")
+        if features is None or tuple(features.shape) != (count, *shape):
+            found = "feature maps" if features is None else f"features {tuple(features.shape)}"
+            raise differs(f"{found}, the manifest says {count} feature vectors of {shape[0]}")
+        return
+    channels, rows, columns = shape
+    if not all(k in shard for k in ("cell_values", "cell_index", "cell_counts")):
+        raise differs(f"feature vectors, the manifest says feature maps of {channels}x{rows}x{columns}")
+    values, index, counts = shard["cell_values"], shard["cell_index"], shard["cell_counts"]
+    if values.dim() != 2 or values.shape[1] != channels:
+        raise differs(f"cells of {tuple(values.shape[1:])} values, the manifest says {channels} channels")
+    if tuple(counts.shape) != (count,) or tuple(index.shape) != (values.shape[0],) or \
+            int(counts.sum()) != values.shape[0] or (count and int(counts.min()) < 0):
+        raise _damaged_shard(path, "its cell counts do not add up")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows * columns):
+        raise differs(f"cell indices up to {int(index.max())}, the manifest says {rows}x{columns} cells")
 
 
 class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
@@ -183,7 +313,9 @@ class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
         path: the cache directory.
 
     Raises:
-        CacheError: not a cache, an unfinished one, or one from an incompatible repinv.
+        CacheError: not a cache, an unfinished one, one from an incompatible repinv, a damaged shard, or a
+            ``cache.json`` that does not match its shards or its representation (edited by hand); one line that
+            names the file and what to do.
 
     Shape:
         - image: ``(3, H, W)`` float32 in [0, 1]
@@ -194,16 +326,52 @@ class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         count, shard_size = int(self.manifest["count"]), int(self.manifest["shard_size"])
-        paths = [_shard_path(self.path, s) for s in range(math.ceil(count / shard_size))]
+        ranges = [(s * shard_size, min(count, (s + 1) * shard_size)) for s in range(math.ceil(count / shard_size))]
+        paths = [_shard_path(self.path, s) for s in range(len(ranges))]
+        for path, (start, stop) in zip(paths, ranges):  # first: a count or shard size edited by hand shows here
+            if path.exists():
+                _check_range(path, start, stop)
+        extra = sorted(path.name for path in self.path.glob("shard-*.safetensors") if path not in paths)
+        if extra:
+            raise CacheError(f"{self.path} holds shards its {MANIFEST} does not count ({', '.join(extra[:3])}"
+                             f"{' …' if len(extra) > 3 else ''}): the manifest was edited by hand; put back the "
+                             f"original, or delete {self.path} and make the cache again with `repinv features`")
         missing = [path.name for path in paths if not path.exists()]
         if missing:
             raise CacheError(f"{self.path} is unfinished ({len(missing)} shards missing, first {missing[0]}); run "
                              "the same `repinv features` command again to finish it")
         self.spec = FeatureSpec(tuple(self.manifest["feature_shape"]))
-        self._shards = [load_tensors(path) for path in paths]
+        self._shards = []
+        for path, (start, stop) in zip(paths, ranges):
+            try:
+                shard = load_tensors(path)
+            except CheckpointError:
+                raise _damaged_shard(path, "cut short, or not a safetensors file") from None
+            _check_shard(path, shard, start, stop, self.manifest)
+            self._shards.append(shard)
+        self._check_spec()  # last: shards that do not fit the manifest are named first
         for shard in self._shards:
             if "cell_counts" in shard:  # row offsets of each image's cells, for random access
                 shard["cell_start"] = torch.cumsum(shard["cell_counts"], 0) - shard["cell_counts"]
+
+    def _check_spec(self) -> None:
+        """Refuse a manifest whose feature shape is not what its representation gives at its image size (an edited
+        ``cache.json`` whose shards still fit it, e.g. the same number of cells in another grid).
+
+        A representation no plugin registers here (one given as an instance) is not checked.
+        """
+        rep = self.manifest["representation"]
+        try:
+            shape = create_representation(rep["name"], **rep["options"]).spec(self.image_size).shape
+        except UnknownRepresentation:
+            return
+        except RepinvError as error:
+            raise _damaged_manifest(self.path / MANIFEST, f"its representation and image size do not fit: {error}") \
+                from None
+        if tuple(shape) != self.spec.shape:
+            height, width = self.image_size
+            raise _damaged_manifest(self.path / MANIFEST, f"feature_shape {list(self.spec.shape)}, but {rep['name']} "
+                                    f"{rep['options']} gives {list(shape)} at {height}x{width}")
 
     @property
     def rep(self) -> str:

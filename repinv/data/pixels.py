@@ -1,11 +1,15 @@
 """Pixels from image files: decoding (EXIF orientation applied, JPEGs decoded at reduced size when that still
-covers the crop, small JPEGs through OpenCV), the resize that covers a crop, and crop boxes.
+covers the crop, small JPEGs through OpenCV, images of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels refused from
+their header), the resize that covers a crop, and crop boxes.
 
 :class:`repinv.data.ImageDataset` and :func:`repinv.data.load_images` build on these; every function works on one
 image, as ``(3, H, W)`` float RGB in [0, 1] unless it says otherwise.
 """
 
 from __future__ import annotations
+
+import warnings
+from typing import IO
 
 import cv2
 import numpy as np
@@ -14,12 +18,44 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 
-__all__ = ["rgb_pixels", "decode_covering", "small_jpeg_bgr", "small_jpeg", "covering_size", "resize_pixels",
-           "crop_box", "crop_pixels", "eight_bit_to_float", "SMALL_JPEG_BYTES"]
+__all__ = ["open_image", "check_pixel_count", "rgb_pixels", "decode_covering", "small_jpeg_bgr", "small_jpeg",
+           "covering_size", "resize_pixels", "crop_box", "crop_pixels", "eight_bit_to_float", "SMALL_JPEG_BYTES"]
 
 #: JPEGs up to this size decode through OpenCV (see :func:`small_jpeg_bgr`).
 SMALL_JPEG_BYTES = 48 * 1024
 _ORIENTATION = 0x0112  # EXIF tag; values 5-8 swap width and height
+#: JPEG start-of-frame markers (SOF0-SOF15 but DHT, JPG and DAC), whose segment holds the size and components.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def check_pixel_count(width: int, height: int) -> None:
+    """Refuse an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (about 89 million unless changed; None
+    lifts the limit) before anything is allocated for it.
+
+    Raises:
+        PIL.Image.DecompressionBombError: too many pixels (the message is Pillow's).
+    """
+    limit, pixels = Image.MAX_IMAGE_PIXELS, max(1, width) * max(1, height)
+    if limit is not None and pixels > limit:
+        raise Image.DecompressionBombError(f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be "
+                                           "decompression bomb DOS attack.")
+
+
+def open_image(fp: str | IO[bytes]) -> Image.Image:
+    """``PIL.Image.open`` (it reads the header only) refusing images of more than ``PIL.Image.MAX_IMAGE_PIXELS``
+    pixels, where Pillow warns and would decode up to twice its limit: a few bytes of header can claim gigabytes.
+
+    Raises:
+        PIL.Image.DecompressionBombError: too many pixels.
+        PIL.UnidentifiedImageError, OSError, ...: as ``PIL.Image.open``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # the warning becomes the error
+        try:
+            return Image.open(fp)
+        except Image.DecompressionBombWarning as warning:  # Pillow has closed the file it opened
+            message = str(warning)
+    raise Image.DecompressionBombError(message)
 
 
 def rgb_pixels(image: Image.Image) -> Tensor:
@@ -54,11 +90,43 @@ def decode_covering(image: Image.Image, crop: tuple[int, int], scale: float = 1.
 def small_jpeg_bgr(data: bytes) -> np.ndarray | None:
     """Decode a small JPEG with OpenCV's libjpeg-turbo (about 3x faster than Pillow on 64x64 photos, where
     decoding is most of a training step's data cost), EXIF orientation applied, as 8-bit ``(H, W, 3)`` BGR;
-    ``None`` leaves it to Pillow (large files, which Pillow decodes at reduced size, and anything OpenCV cannot
-    read)."""
+    ``None`` leaves it to Pillow (large files, which Pillow decodes at reduced size; CMYK, which Pillow converts;
+    anything OpenCV cannot read, truncated files included).
+
+    Raises:
+        PIL.Image.DecompressionBombError: the frame header claims too many pixels (:func:`check_pixel_count`)."""
     if len(data) > SMALL_JPEG_BYTES or not data.startswith(b"\xff\xd8"):
         return None
+    frame = _jpeg_frame(data)
+    if frame is None or frame[2] not in (1, 3):  # no frame header found, or CMYK / YCCK: Pillow converts those
+        return None
+    check_pixel_count(frame[1], frame[0])  # before OpenCV allocates the claimed size
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)  # gray becomes 3 channels
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """Height, width and number of components from a JPEG's frame header (None when there is none before the first
+    scan, or the data ends first), reading only the marker segments before it."""
+    position = 2  # after SOI
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker in _SOF_MARKERS:
+            if position + 10 > len(data):
+                return None
+            height, width = int.from_bytes(data[position + 5:position + 7], "big"), \
+                int.from_bytes(data[position + 7:position + 9], "big")
+            return height, width, data[position + 9]
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM and RSTn: no length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    return None
 
 
 def small_jpeg(data: bytes) -> Tensor | None:

@@ -21,10 +21,16 @@ the rest go through Pillow's RGB conversion; anything with transparency (RGBA, L
 entry) is composited over **white**, the background most such images are made to be seen on. Pillow reads 16-bit
 colour PNG/TIFF at 8-bit precision (correctly scaled). EXIF orientation is applied.
 
-Unreadable files are skipped: a file whose header Pillow cannot parse is dropped while indexing, counted in one
-:class:`DataWarning` per source; tar members are checked by extension only while indexing (a header check would
-read the whole shard). An image that fails to decode later is replaced by the next readable image and warned
-about once per process. A source without a single readable image raises :class:`~repinv.errors.DataError`.
+Unreadable files are skipped: a file whose header Pillow cannot parse, that is not a regular file (a FIFO, a
+dangling symlink) or that claims more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (a decompression bomb: raise
+Pillow's limit for larger photos) is dropped while indexing, counted in one :class:`DataWarning` per source. The
+same file reached twice within a source (through a symlink, or a recursive glob through a symlinked folder) is
+indexed once. Tar members are checked by extension only while indexing (a header check would read the whole
+shard); a shard cut short (an interrupted download) keeps the members before the cut and counts the cut one. An
+image that fails to decode later is replaced by the next readable image (one :class:`DecodeWarning` per image) and
+recorded with its reason (one of :data:`DECODE_FAILURES`) in memory shared with forked data-loader workers: see
+:meth:`ImageDataset.decode_failures` and :func:`skip_summary`, the one-line total that the code running a loader
+warns with. A source without a single readable image raises :class:`~repinv.errors.DataError`.
 
 Memory: the index holds numpy arrays (file number, byte offset and size per image) and two string tables
 (file paths, member names) — no Python object per image, so forked data-loader workers do not copy it page by
@@ -37,6 +43,7 @@ import glob
 import importlib.resources
 import io
 import os
+import stat
 import struct
 import tarfile
 import warnings
@@ -57,6 +64,7 @@ from repinv.data.pixels import (
     crop_pixels,
     decode_covering,
     eight_bit_to_float,
+    open_image,
     resize_pixels,
     rgb_pixels,
     small_jpeg_bgr,
@@ -67,7 +75,11 @@ from repinv.utils import keyed_generator
 
 __all__ = [
     "DataWarning",
+    "DecodeWarning",
+    "DECODE_FAILURES",
     "ImageDataset",
+    "skip_summary",
+    "find_image_dataset",
     "IMAGE_EXTENSIONS",
     "BUILTIN_TRAIN",
     "BUILTIN_TEST",
@@ -93,10 +105,18 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct
 #: Tar shards kept open per process: enough for random access over a large shard set, well below fd limits.
 _MAX_OPEN_SHARDS = 64
 _DECODED_CACHE_LIMIT = 32  # data sets this small keep their decoded images in memory (see ImageDataset._decoded)
+#: Why an image failed to decode, as :meth:`ImageDataset.decode_failures` and :func:`skip_summary` say it; the
+#: shared record stores position + 1 (0: not failed).
+DECODE_FAILURES = ("truncated or corrupt", "not an image", "decompression bomb (too many pixels)", "unreadable file")
 
 
 class DataWarning(UserWarning):
     """Images were skipped because they could not be read."""
+
+
+class DecodeWarning(DataWarning):
+    """One image failed to decode and was replaced by the next one (once per image). Code that reports the total
+    with :func:`skip_summary` ignores this category while its loader runs."""
 
 
 class _Strings:
@@ -150,17 +170,46 @@ def _reason(error: BaseException) -> str:
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+def _failure_code(error: BaseException) -> int:
+    """The :data:`DECODE_FAILURES` code (position + 1) of a decode error."""
+    if isinstance(error, Image.DecompressionBombError):
+        reason = "decompression bomb (too many pixels)"
+    elif isinstance(error, UnidentifiedImageError):
+        reason = "not an image"
+    elif isinstance(error, OSError) and error.errno is not None:  # missing, permission denied, I/O error
+        reason = "unreadable file"
+    else:  # Pillow's truncated / broken data, a tar member cut short, bad headers
+        reason = "truncated or corrupt"
+    return DECODE_FAILURES.index(reason) + 1
+
+
 def _expand(source: str) -> list[Path]:
     """The existing paths a source names: itself, or the sorted matches of a glob."""
     path = Path(source).expanduser()
     if path.exists():  # checked first so that a folder named "photos [2019]" is not read as a glob
         return [path]
     if any(c in source for c in "*?["):
-        matches = sorted(glob.glob(str(path), recursive=True))
+        matches = glob.glob(str(path), recursive=True)
         if not matches:
             raise DataError(f"data source {source!r} matches no files; {_ACCEPTED}")
-        return [Path(m) for m in matches]
+        return [Path(m) for m in sorted(_one_path_per_file(matches))]
     raise DataError(f"data source {source!r} does not exist; {_ACCEPTED}")
+
+
+def _one_path_per_file(matches: list[str]) -> list[str]:
+    """Glob matches without the copies a symlinked folder adds: ``**`` follows one, round and round a loop (a link
+    to a parent) until the kernel refuses the path. Of the names of one file, the shortest is kept; folders are
+    resolved once each."""
+    real_folders: dict[str, str] = {}
+    kept: dict[tuple[str, str], str] = {}
+    for match in matches:
+        folder, name = os.path.split(match)
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder)  # resolves loops without the kernel's limit
+        key = (real_folders[folder], name)
+        if key not in kept or (match.count(os.sep), match) < (kept[key].count(os.sep), kept[key]):
+            kept[key] = match
+    return list(kept.values())
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -173,18 +222,41 @@ def _walk(folder: Path) -> list[Path]:
 
 def _index_tar(path: Path, index: _Index, bad: list[str]) -> None:
     try:
-        with tarfile.open(path, "r:") as archive:
-            file = index.add_file(str(path))
-            for member in archive:
-                if not (member.isreg() and _is_image(member.name)):
-                    continue
-                if member.size == 0:
-                    bad.append(f"{path}:{member.name}: empty file")
-                else:
-                    index.add(file, member.offset_data, member.size, member.name)
+        size = path.stat().st_size
+        archive = tarfile.open(path, "r:")  # noqa: SIM115 (closed by the with below, outside this try)
     except (tarfile.TarError, OSError) as error:
         raise DataError(f"cannot read tar shard '{path}': {_reason(error)} (shards must be uncompressed .tar)") \
             from None
+    with archive:
+        file, members, cut = index.add_file(str(path)), iter(archive), False
+        while True:
+            try:
+                member = next(members, None)
+            except (tarfile.TarError, OSError) as error:  # the shard ends inside a member (an interrupted copy)
+                if not cut:
+                    bad.append(f"{path}: {_reason(error)} (the shard is cut short)")
+                break
+            if member is None:
+                break
+            if not (member.isreg() and _is_image(member.name)):
+                continue
+            if member.size == 0:
+                bad.append(f"{path}:{member.name}: empty file")
+            elif member.offset_data + member.size > size:
+                cut = True
+                bad.append(f"{path}:{member.name}: the shard is cut short inside it "
+                           f"({max(0, size - member.offset_data):,} of {member.size:,} bytes)")
+            else:
+                index.add(file, member.offset_data, member.size, member.name)
+
+
+def _first_time(status: os.stat_result, seen: set[tuple[int, int]]) -> bool:
+    """Whether the file of ``status`` was not seen before; it is now."""
+    identity = (status.st_dev, status.st_ino)
+    if identity in seen:
+        return False
+    seen.add(identity)
+    return True
 
 
 def _index_source(source: str, index: _Index) -> int:
@@ -195,16 +267,23 @@ def _index_source(source: str, index: _Index) -> int:
         raise DataError(f"unknown builtin split {source!r}; use builtin, builtin:test or builtin:all")
     else:
         paths = _expand(source)
-    before, bad = len(index.file), list[str]()
+    before, bad, seen = len(index.file), list[str](), set[tuple[int, int]]()
     for path in paths:
         if path.suffix.lower() == ".tar" and path.is_file():
-            _index_tar(path, index, bad)
+            if _first_time(path.stat(), seen):
+                _index_tar(path, index, bad)
             continue
         # A glob may also match other files (README.txt, labels.csv): only image extensions count.
         files = _walk(path) if path.is_dir() else [path] if _is_image(path.name) else []
         for file in files:
             try:
-                Image.open(file).close()  # parses the header only; decoding waits for __getitem__
+                status = file.stat()  # symlinks followed: a dangling one fails here
+                if not stat.S_ISREG(status.st_mode):  # a FIFO would block the open below
+                    bad.append(f"{file}: not a regular file")
+                    continue
+                if not _first_time(status, seen):
+                    continue
+                open_image(str(file)).close()  # parses the header only; decoding waits for __getitem__
             except _DECODE_ERRORS as error:
                 bad.append(f"{file}: {_reason(error)}")
                 continue
@@ -259,7 +338,10 @@ class ImageDataset(Dataset[Tensor]):
         self._file = np.asarray(index.file, dtype=np.int32)
         self._offset = np.asarray(index.offset, dtype=np.int64)
         self._size = np.asarray(index.size, dtype=np.int64)
-        self._bad: set[int] = set()  # items found undecodable in this process
+        # Per item, 0 or why it failed to decode (a DECODE_FAILURES code), in shared memory: forked data-loader
+        # workers write it and see each other's findings; the parent reads the total (decode_failures).
+        failures = torch.zeros(len(self._file), dtype=torch.uint8)
+        self._failures: Tensor = failures.share_memory_()  # type: ignore[no-untyped-call]  # torch leaves it untyped
         self._cache: dict[int, Tensor] = {}  # decoded items of a small data set (see _decoded)
         self._handles: OrderedDict[int, BinaryIO] = OrderedDict()
         self._pid = os.getpid()
@@ -282,10 +364,24 @@ class ImageDataset(Dataset[Tensor]):
         skipped = f" ({self.skipped:,} unreadable skipped)" if self.skipped else ""
         return f"{len(self):,} images from {n} source{'s' * (n != 1)}{skipped}"
 
+    def decode_failures(self) -> dict[str, list[str]]:
+        """The images that failed to decode so far, in this process or any forked data-loader worker, and why.
+
+        Returns:
+            ``{reason: [name, ...]}``, reasons from :data:`DECODE_FAILURES` (the most frequent first), names as
+            :meth:`name` gives them, in data set order; empty when every image read so far decoded.
+        """
+        codes = self._failures.numpy()
+        failed: dict[str, list[str]] = {}
+        for item in np.flatnonzero(codes).tolist():
+            failed.setdefault(DECODE_FAILURES[int(codes[item]) - 1], []).append(self.name(item))
+        return dict(sorted(failed.items(), key=lambda pair: (-len(pair[1]), DECODE_FAILURES.index(pair[0]))))
+
     def __getitem__(self, index: int) -> Tensor:
         """Item ``index`` as ``(3, H, W)`` float32 RGB in [0, 1], ``(H, W)`` = ``image_size``.
 
-        An item that cannot be decoded is replaced by the next decodable one, with the same augmentation.
+        An item that cannot be decoded is replaced by the next decodable one, with the same augmentation, and
+        recorded (:meth:`decode_failures`).
         """
         crop = self._crop(index)
         return crop if isinstance(crop, Tensor) else eight_bit_to_float(crop[None])[0]
@@ -311,7 +407,7 @@ class ImageDataset(Dataset[Tensor]):
         draws, scale = self._draws(index)
         for step in range(len(self)):
             item = (index + step) % len(self)
-            if item in self._bad:
+            if self._failures[item]:
                 continue
             try:
                 if len(self) <= _DECODED_CACHE_LIMIT:
@@ -326,14 +422,14 @@ class ImageDataset(Dataset[Tensor]):
                     if bgr is not None:
                         pixels = eight_bit_to_float(bgr[None, ..., ::-1])[0]
                     else:
-                        with Image.open(io.BytesIO(data)) as image:
+                        with open_image(io.BytesIO(data)) as image:
                             pixels = decode_covering(image, self.image_size, scale)
                 covering = covering_size((pixels.shape[1], pixels.shape[2]), self.image_size, scale)
                 pixels = resize_pixels(pixels, covering)
             except _DECODE_ERRORS as error:
-                self._bad.add(item)
+                self._failures[item] = _failure_code(error)
                 warnings.warn(f"skipping unreadable image {self.name(item)}: {_reason(error)} (using the next "
-                              "image instead)", DataWarning, stacklevel=3)
+                              "image instead)", DecodeWarning, stacklevel=3)
                 continue
             return crop_pixels(pixels, self.image_size, draws)
         raise DataError(f"none of the {len(self):,} images in {self.sources} could be decoded")
@@ -351,7 +447,7 @@ class ImageDataset(Dataset[Tensor]):
         """Pixels of ``item`` at the largest size any crop needs, decoded once per process (small data sets only:
         a handful of large photos would otherwise be decoded and shrunk again for every crop)."""
         if item not in self._cache:
-            with Image.open(io.BytesIO(self._read(item))) as image:
+            with open_image(io.BytesIO(self._read(item))) as image:
                 pixels = rgb_pixels(ImageOps.exif_transpose(image))
             largest = covering_size((pixels.shape[1], pixels.shape[2]), self.image_size, self.scale[1])
             self._cache[item] = resize_pixels(pixels, largest) if largest[0] < pixels.shape[1] else pixels
@@ -397,7 +493,7 @@ def load_image(path: str | os.PathLike[str]) -> Tensor:
         DataError: the file is missing or not a readable image (the message names it).
     """
     try:
-        with Image.open(path) as image:
+        with open_image(os.fspath(path)) as image:
             return rgb_pixels(ImageOps.exif_transpose(image))
     except _DECODE_ERRORS as error:
         raise DataError(f"cannot read image '{path}': {_reason(error)}") from None
@@ -422,7 +518,7 @@ def load_images(paths: Sequence[str | os.PathLike[str]], image_size: int | tuple
     batch = []
     for path in paths:
         try:
-            with Image.open(path) as image:
+            with open_image(os.fspath(path)) as image:
                 batch.append(crop_pixels(decode_covering(image, crop), crop, None))
         except _DECODE_ERRORS as error:
             raise DataError(f"cannot read image '{path}': {_reason(error)}") from None
@@ -462,6 +558,44 @@ def evaluation_loader(data: str | Sequence[str] | Dataset[Tensor], image_size: i
     if size < 2:
         raise DataError(f"at least 2 test images are needed (the normalized error compares pairs), got {size}")
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=pin_memory)
+
+
+def find_image_dataset(data: object) -> ImageDataset | None:
+    """The :class:`ImageDataset` under ``data``: itself, or reached through ``.dataset`` (a data loader, a
+    ``Subset``) or ``.images`` (repinv's training samples and feature-cache writers), at any depth; None when there
+    is none (a feature cache, a tensor data set)."""
+    for _ in range(16):  # wrappers are a few levels deep; the bound guards against a cycle
+        if isinstance(data, ImageDataset):
+            return data
+        inner = getattr(data, "dataset", None)
+        data = getattr(data, "images", None) if inner is None else inner
+        if data is None:
+            return None
+    return None
+
+
+def skip_summary(data: object, during: str) -> str | None:
+    """One line about the images that failed to decode and were replaced, grouped by reason.
+
+    Args:
+        data: an :class:`ImageDataset`, or anything :func:`find_image_dataset` reaches one through (a data loader,
+            a ``Subset``).
+        during: what was running, for the message ("training", "evaluation", "feature caching").
+
+    Returns:
+        For example ``"skipped 3 images that failed to decode during evaluation: 2 truncated or corrupt (first:
+        a.jpg), 1 not an image (b.jpg)"`` (names as :meth:`ImageDataset.name` gives them); None when none failed,
+        or ``data`` holds no :class:`ImageDataset`. The record counts every failure of the data set so far, in this
+        process and its forked workers.
+    """
+    images = find_image_dataset(data)
+    failed = images.decode_failures() if images is not None else {}
+    total = sum(len(names) for names in failed.values())
+    if not total:
+        return None
+    parts = [f"{len(names):,} {reason} ({'first: ' if len(names) > 1 else ''}{names[0]})"
+             for reason, names in failed.items()]
+    return f"skipped {total:,} image{'s' * (total != 1)} that failed to decode during {during}: {', '.join(parts)}"
 
 
 def default_data_root() -> Path:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from repinv.representations.base import FeatureSpec, Representation
-from repinv.utils import check_images
+from repinv.utils import check_finite, check_images
 
 __all__ = ["InversionMethod"]
 
@@ -58,6 +58,7 @@ class InversionMethod(ABC):
         """
         check_images(images)
         features: Tensor = self.representation(images.to(self.device))
+        check_finite(features, f"the {self.representation.name} features of these images")
         return features
 
     @abstractmethod

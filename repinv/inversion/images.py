@@ -11,9 +11,10 @@ from torch import Tensor
 from torchvision.utils import save_image
 
 from repinv.data.sources import load_images
-from repinv.errors import CheckpointError
+from repinv.errors import CheckpointError, ShapeError
 from repinv.files import atomic_write, load_tensors
 from repinv.inversion.base import InversionMethod
+from repinv.utils import check_finite, check_shape
 
 __all__ = ["unique_names", "write_images", "invert_images", "invert_features"]
 
@@ -72,13 +73,22 @@ def invert_features(inverter: InversionMethod, path: str | Path, out: str | Path
 
     Returns:
         The PNG files written: ``features-0.png``, ``features-1.png``, …
+
+    Raises:
+        CheckpointError: the file is unreadable or lacks ``key``.
+        ShapeError: features of another shape than the inverter takes, or not floating point.
+        DataError: NaN or infinite values (nothing is written then).
     """
     tensors = load_tensors(Path(path))
     if key not in tensors:
         raise CheckpointError(f"{path} has no tensor {key!r} (it has: {', '.join(tensors) or 'none'})")
     features = tensors[key]
+    if not features.is_floating_point():
+        raise ShapeError(f"the features in {path} must be floating point, got {features.dtype}")
     if features.dim() == len(inverter.spec.shape):
         features = features.unsqueeze(0)
+    check_shape(features, ("B", *inverter.spec.shape), f"the features in {path}")
+    check_finite(features, f"the features in {path}")
     with torch.no_grad():
         images = inverter.decode(features)
     return write_images(images, [f"features-{i}" for i in range(images.shape[0])], out)

@@ -308,6 +308,7 @@ def fit_linear(representation: str | Representation, data: str | Sequence[str], 
     weight, bias, lam = solve_ridge(fit, relative)
     metadata = {
         "repinv_version": VERSION,
+        "run_format": RunDir.FORMAT,
         "method": "linear",
         "representation": {"name": rep.name, "options": rep.config()},
         "image_size": list(size),

@@ -3,7 +3,7 @@
 * :func:`capture` takes one module's output with a temporary forward hook and stops the forward pass there, so
   the model stays unmodified and no later layer runs;
 * :func:`read_state_dict` and :func:`check_state_dict` read a local weights file safely and refuse one that does
-  not fit, naming the keys;
+  not fit, naming the keys (a file that lacks only BatchNorm's ``num_batches_tracked`` counters fits);
 * :class:`DeferredWeights` lets a representation load its weights on first use (``forward``, ``state_dict``,
   :meth:`~DeferredWeights.load_weights`), so listing layers and shapes never downloads anything, and weights that
   arrive with a state dict (a run's saved encoder) cancel the pending load.
@@ -147,19 +147,34 @@ def _names(keys: list[str], limit: int = 6) -> str:
     return ", ".join(keys[:limit]) + (f", … ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> None:
+#: Buffers that count rather than weigh (BatchNorm's batches seen): a weights file may lack them.
+_COUNTERS = ("num_batches_tracked",)
+
+
+def _is_counter(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in _COUNTERS
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
     """Refuse a state dict whose keys or shapes differ from ``model``'s, naming the keys that differ.
+
+    A state dict that lacks only counters (BatchNorm's ``num_batches_tracked``, which converted checkpoints often
+    drop and PyTorch's own ``load_state_dict`` accepts) is not refused: the counters are taken from ``model``.
 
     Args:
         model: the module the state dict is meant for.
         state: the state dict.
         what: how to name its source in the error (e.g. ``"weights file 'x.pth'"``).
 
+    Returns:
+        ``state`` with any missing counters filled in from ``model``: what to load.
+
     Raises:
         InvalidOption: missing keys, unexpected keys or shape differences (one line naming them).
     """
     expected = nn.Module.state_dict(model)  # the plain method: a representation's own would load its weights first
-    missing = [k for k in expected if k not in state]
+    counters = [k for k in expected if k not in state and _is_counter(k)]
+    missing = [k for k in expected if k not in state and not _is_counter(k)]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} instead of {tuple(v.shape)}" for k, v in expected.items()
               if k in state and tuple(state[k].shape) != tuple(v.shape)]
@@ -168,6 +183,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], what: str) -
                ([f"wrong shapes {_names(shapes, 3)}"] if shapes else [])
     if problems:
         raise InvalidOption(f"{what} does not match {type(model).__name__}: {'; '.join(problems)}")
+    return {**dict(state), **{k: expected[k].detach().clone() for k in counters}}
 
 
 class DeferredWeights(nn.Module, ABC):
@@ -220,7 +236,7 @@ class DeferredWeights(nn.Module, ABC):
         if self._pending is None:
             return self
         state, what = self.fetch_weights(self._pending)
-        check_state_dict(self.model, state, what)
+        state = check_state_dict(self.model, state, what)  # with BatchNorm counters filled when the file lacks them
         # Out of inference mode: the parameters must stay usable by autograd (fine-tuning) afterwards.
         with torch.inference_mode(False), torch.no_grad():
             self.model.load_state_dict(state)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,13 @@ from torch.utils.data import DataLoader
 from repinv.analysis.evaluate import evaluate
 from repinv.data.cache import FeatureCache, read_manifest
 from repinv.data.features import feature_mode, with_features
-from repinv.data.sources import ImageDataset
+from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
 from repinv.data.stream import PositionSampler, TrainingSamples
 from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
 from repinv.files import load_into
 from repinv.inversion.decoder import Inverter
 from repinv.pictures import write_pairs_grid
-from repinv.progress import clock, progress_bar
+from repinv.progress import hms, progress_bar
 from repinv.registry.factories import build_decoder, create_representation
 from repinv.registry.factories import decoder_config as decoder_config_of
 from repinv.representations.base import Representation
@@ -47,6 +50,14 @@ from repinv.utils import VERSION, resolve_device
 
 __all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
+#: The longest a run trains before its first checkpoint, so a kill early in a run loses at most this much work.
+FIRST_CHECKPOINT_SECONDS = 30.0
+#: Environment variable naming a point where a test kills the training process (SIGKILL): ``after-step:N`` or
+#: ``checkpoint-write:N`` (step N's checkpoint, after the model files, before the resume state). Unset in normal use.
+FAULT_VARIABLE = "REPINV_TEST_FAULT"
+#: The training loop's clock (tests replace it with a fake one).
+clock: Callable[[], float] = time.monotonic
+
 #: Settings a resumed run may change; everything else must match the run being continued.
 RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
                                 "sample_every", "checkpoint_every", "checkpoint_seconds", "val_every", "val_images",
@@ -56,6 +67,28 @@ SAMPLE_IMAGES = 8
 
 class TrainingInterrupted(RepinvError):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint."""
+
+
+class RunWarning(UserWarning):
+    """Something about a run the user should know, that does not stop it (e.g. a restart from step 0)."""
+
+
+def _fault_point(name: str) -> None:
+    """Kill this process here when a test asked for it (see :data:`FAULT_VARIABLE`)."""
+    if os.environ.get(FAULT_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _disk_full_is_one_line(run: Path, what: str) -> Iterator[None]:
+    """A full disk while writing ``what`` becomes one clear error; the atomic writes keep the previous files."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        raise CheckpointError(f"the disk is full: could not write {what} in {run}; the previous checkpoint is kept. "
+                              f"Free some space, then continue with `repinv train --resume {run}`") from None
 
 
 @dataclass
@@ -157,10 +190,15 @@ class _Trainer:
                             f"{config.val_data} has {len(self.val_set)}")
 
     # ---------------------------------------------------------------- checkpoints
+    def lock(self) -> contextlib.AbstractContextManager[RunDir]:
+        """The run directory, locked against a second trainer (the main process holds the lock for all)."""
+        return self.folder.lock() if self.processes.main else contextlib.nullcontext(self.folder)
+
     def _metadata(self) -> dict[str, Any]:
         decoder_config = decoder_config_of(self.decoder)
         return {
             "repinv_version": VERSION,
+            RunDir.FORMAT_KEY: RunDir.FORMAT,
             "representation": {"name": self.config.rep, "options": self.representation.config()},
             "decoder": {"name": decoder_config["name"], "config": decoder_config},
             "image_size": list(self.size),
@@ -183,7 +221,12 @@ class _Trainer:
         writes, the others have nothing to add (their weights are the same)."""
         if not self.processes.main:
             return
-        self._save_model(self.folder)
+        with _disk_full_is_one_line(self.run, f"the checkpoint of step {self.step}"):
+            self._save_model(self.folder)
+            _fault_point(f"checkpoint-write:{self.step}")
+            self._save_state()
+
+    def _save_state(self) -> None:
         optimizer_tensors, optimizer_json = optimizer_to_tensors(self.optimizer)
         tensors = {**{f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}, **optimizer_tensors,
                    "mean_sum": self.mean_sum, "rng.cpu": torch.get_rng_state()}
@@ -191,7 +234,8 @@ class _Trainer:
             tensors.update({f"encoder.{k}": v for k, v in self.representation.state_dict().items()})
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {"step": self.step, "position": self.step * self.config.batch_size, "elapsed": self.elapsed,
+        state = {RunDir.FORMAT_KEY: RunDir.FORMAT, "step": self.step, "position": self.step * self.config.batch_size,
+                 "elapsed": self.elapsed,
                  "mean_images": self.mean_count, "validation": self.validation,
                  "best_error": None if math.isinf(self.best_error) else self.best_error,
                  "training": self.config.to_dict(), "optimizer": optimizer_json}
@@ -253,7 +297,8 @@ class _Trainer:
         self._log({"step": self.step, "val": self.validation})
         if self.validation["normalized_error"] < self.best_error:
             self.best_error = self.validation["normalized_error"]
-            self._save_model(self.folder.best)
+            with _disk_full_is_one_line(self.run, "the best checkpoint"):
+                self._save_model(self.folder.best)
 
     def _sample_images(self) -> Tensor:
         if isinstance(self.data, FeatureCache) and not self.config.val_data:
@@ -304,7 +349,7 @@ class _Trainer:
         remaining = (self.total - self.step) * self.config.batch_size / max(rate, 1e-9)
         if self.config.time_budget is not None:
             remaining = min(remaining, self.config.time_budget - self.elapsed)
-        return f"loss {loss:.4f} · {rate:,.0f} img/s · remaining {clock(remaining)}"
+        return f"loss {loss:.4f} · {rate:,.0f} img/s · remaining {hms(remaining)}"
 
     def budget_spent(self) -> float:
         """The share of the time budget used, across every session of the run (0 without a budget)."""
@@ -320,6 +365,20 @@ class _Trainer:
         return None
 
     def run_loop(self) -> TrainResult:
+        """Train until the steps or the time budget run out (or a stop), then say in one line what failed to decode
+        during the run (per image warnings would repeat across epochs and workers)."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DecodeWarning)
+                return self._loop()
+        finally:
+            if self.processes.main:
+                for data, during in ((self.data, "training"), (self.val_set, "validation")):
+                    summary = skip_summary(data, during) if data is not None else None
+                    if summary:
+                        warnings.warn(summary, DataWarning, stacklevel=2)
+
+    def _loop(self) -> TrainResult:
         config, main = self.config, self.processes.main
         stop_requested: list[str] = []
         # SIGTERM (a scheduler preempting the job) stops at the next step with a checkpoint; only the main
@@ -328,7 +387,10 @@ class _Trainer:
         previous = signal.signal(signal.SIGTERM, lambda *_: stop_requested.append("SIGTERM")) if in_main_thread \
             else None
         samples = self._sample_images() if main else None
-        started = last_save = window_start = time.monotonic()
+        started = last_save = window_start = clock()
+        # The first checkpoint comes soon, so that a kill early in a run loses little; later ones on the schedule.
+        save_every = config.checkpoint_seconds if self.folder.holds_state() else \
+            min(config.checkpoint_seconds, FIRST_CHECKPOINT_SECONDS)
         session_start_elapsed, window_loss, window_steps, window_images = self.elapsed, 0.0, 0, 0
         stopped_by, loss_value, spent = "steps", math.nan, self.budget_spent()
         self.decoder.train()
@@ -342,9 +404,10 @@ class _Trainer:
                     # still anneals its rate before it stops; both count every session of the run, so a resumed
                     # run goes on with the rate where it left it.
                     loss, seen = self._step(next(batches), max(self.step / self.total, spent))
+                    _fault_point(f"after-step:{self.step}")
                     window_loss, window_steps = window_loss + loss, window_steps + 1
                     window_images += seen
-                    now = time.monotonic()
+                    now = clock()
                     self.elapsed = session_start_elapsed + now - started
                     # All processes must take the same decisions at the same step, whatever their own clocks say.
                     spent, stop = distributed.agree(self.processes, [self.budget_spent(), float(bool(stop_requested))],
@@ -361,10 +424,10 @@ class _Trainer:
                         self._write_samples(samples)
                     if main and self.val_set is not None and self.step % config.val_every == 0:
                         self._validate(self.val_set)
-                    if (self.step % config.checkpoint_every == 0 or now - last_save >= config.checkpoint_seconds
+                    if (self.step % config.checkpoint_every == 0 or now - last_save >= save_every
                             or spent >= 1 or stop or self.step == self.total):
                         self.save()
-                        last_save = time.monotonic()
+                        last_save, save_every = clock(), config.checkpoint_seconds
                     if spent >= 1:
                         stopped_by = "time_budget"
                         break
@@ -411,13 +474,18 @@ def train(config: TrainConfig, out: str | Path, *, show_progress: bool = True) -
                                      rep_options=cache["representation"]["options"], image_size=cache["image_size"][0])
     if RunDir(run).holds_state():
         raise CheckpointError(f"{run} already holds a run; continue it with --resume {run} or choose another --out")
+    return _start(config.validate(), run, show_progress)
+
+
+def _start(config: TrainConfig, run: Path, show_progress: bool) -> TrainResult:
+    """Train ``config`` from step 0 into ``run``."""
     try:
-        trainer = _Trainer(config.validate(), run, show_progress)
+        trainer = _Trainer(config, run, show_progress)
         trainer.processes.barrier()  # every process has looked at `run` before the main one writes there
-        if trainer.processes.main:
-            run.mkdir(parents=True, exist_ok=True)
-            RunDir(run).write_settings(config.to_dict())
-        return trainer.run_loop()
+        with trainer.lock():
+            if trainer.processes.main:
+                RunDir(run).write_settings(config.to_dict())
+            return trainer.run_loop()
     finally:
         distributed.leave()
 
@@ -440,8 +508,9 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
             whole time budget used) and no more given.
         TrainingInterrupted: Ctrl-C or SIGTERM (a checkpoint was saved first).
     """
-    run = Path(run)
-    saved = RunDir(run).training_settings()
+    run, folder = Path(run), RunDir(run)
+    restart = not folder.holds_state()
+    saved = _settings_to_restart(folder) if restart else folder.training_settings()
     values = dict(saved)
     for name, value in changes.items():
         if value is None or (isinstance(value, (list, tuple, dict)) and not value):
@@ -454,14 +523,30 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
         values[name] = value
     values = epochs_over_steps(values, changes)
     values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
+    if restart:
+        folder.keep_log_until(0)  # what the stopped session logged is done again
+        return _start(TrainConfig(**values).validate(), run, show_progress)
     try:
         trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress, resuming=True)
-        trainer.restore()
-        if (reason := trainer.nothing_left()) is not None:
-            raise InvalidOption(f"nothing to resume in {run}: {reason}")
-        return trainer.run_loop()
+        with trainer.lock():
+            trainer.restore()
+            if (reason := trainer.nothing_left()) is not None:
+                raise InvalidOption(f"nothing to resume in {run}: {reason}")
+            return trainer.run_loop()
     finally:
         distributed.leave()
+
+
+def _settings_to_restart(folder: RunDir) -> dict[str, Any]:
+    """The settings of a run stopped before its first checkpoint, which starts again from step 0 (saying so)."""
+    settings = folder.read_settings()
+    if settings is None:
+        raise CheckpointError(f"{folder} holds no repinv run (neither settings nor a checkpoint); start one with "
+                              f"`repinv train --out {folder}`")
+    warnings.warn(f"{folder} has no checkpoint yet (it stopped before its first one, at most "
+                  f"{FIRST_CHECKPOINT_SECONDS:.0f} s into training): starting it again from step 0", RunWarning,
+                  stacklevel=3)
+    return settings
 
 
 def _normalize(value: Any) -> Any:

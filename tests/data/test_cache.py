@@ -150,3 +150,24 @@ def test_cli_names_a_default_run_after_the_caches_representation(photo_folder, t
                                        "--width", "0.05", "--workers", "0", "--quiet"])
     assert trained.exit_code == 0, trained.output
     assert [run.name.split("-")[0] for run in (tmp_path / "runs").iterdir()] == ["lbp"]
+
+
+def test_images_that_fail_to_decode_while_caching_are_totalled_in_one_warning(tmp_path, photo_folder):
+    import io
+
+    from PIL import Image
+
+    from repinv import DataWarning
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted(photo_folder.glob("*.png"))[:4]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    encoded = io.BytesIO()
+    Image.open(photo_folder / "photo-00.png").convert("RGB").save(encoded, "JPEG")
+    (folder / "cut.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
+    with pytest.warns(DataWarning) as caught:
+        cache_features("hog", str(folder), tmp_path / "cache", image_size=16, workers=0, show_progress=False)
+    totals = [str(w.message) for w in caught if "during feature caching" in str(w.message)]
+    assert totals == [f"skipped 1 image that failed to decode during feature caching: 1 truncated or corrupt "
+                      f"({folder / 'cut.jpg'})"]

@@ -286,3 +286,29 @@ def test_training_keeps_freed_memory_for_reuse(photo_folder, tmp_path, monkeypat
     else:
         print(f"not glibc ({sys.platform}): keep_freed_memory() is a no-op here")
         assert not keep_freed_memory()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_images_that_fail_to_decode_are_totalled_in_one_line_at_the_end(tmp_path, photo_folder, workers):
+    import io
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for photo in sorted(photo_folder.glob("*.png"))[:6]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    encoded = io.BytesIO()
+    Image.open(photo_folder / "photo-00.png").convert("RGB").save(encoded, "JPEG")
+    (folder / "cut.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])  # indexes, fails to decode
+    result = subprocess.run([sys.executable, "-m", "repinv", "train", "--rep", "hog", "--data", str(folder),
+                             "--image-size", "16", "--width", "0.05", "--steps", "8", "--batch-size", "4",
+                             "--workers", str(workers), "--out", str(tmp_path / "run"), "--quiet"],
+                            capture_output=True, text=True, env=os.environ, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: skipped 1 image that failed to decode during training: 1 truncated or corrupt "
+                        f"({folder / 'cut.jpg'})"], result.stderr
