@@ -137,7 +137,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     """Print a table (numbers right-aligned) and notes below it."""
     table = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        table.add_column(column, justify="left" if i == 0 else "right")
+        table.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)  # names are never cut
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
     console.print(table)

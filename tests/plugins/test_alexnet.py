@@ -361,3 +361,14 @@ def test_train_offline_fails_in_one_line_before_making_the_run(registered: objec
     assert "Traceback" not in result.output
     assert not run.exists()  # the weights are fetched before the run directory is made
     assert offline and offline[0].startswith("https://download.pytorch.org/models/alexnet")
+
+
+def test_the_network_runs_channels_last_with_the_same_features():
+    representation = create_representation("alexnet:conv3", weights="none")
+    assert representation.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = representation(images)
+        representation.model.to(memory_format=torch.contiguous_format)
+        plain = representation(images)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

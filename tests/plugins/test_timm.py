@@ -373,3 +373,44 @@ def test_hub_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatc
         assert timm_layers.hub_reachable(timeout=1.0) is False
         server.listen()
         assert timm_layers.hub_reachable(timeout=1.0) is True
+
+
+def test_the_network_runs_channels_last_with_the_same_features():
+    representation = create_representation("timm:resnet18:layer2", weights="none")
+    assert representation.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = representation(images)
+        representation.model.to(memory_format=torch.contiguous_format)
+        plain = representation(images)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def trained_lite0() -> Path:
+    """The trained EfficientNet-Lite0 of ../shared/models; skips (with the reason) where it is absent."""
+    from conftest import shared_data_root
+
+    path = shared_data_root().parent / "models" / "tf_efficientnet_lite0.safetensors"
+    if not path.is_file():
+        pytest.skip(f"the trained network is not at {path} (../shared/models)")
+    return path
+
+
+@pytest.mark.slow
+def test_a_trained_network_from_a_local_file_classifies_real_photos(trained_lite0, tiny_imagenet):
+    """The weights load through the `weights` option and the logits classify: top-5 of at least 30% on 200 training
+    photos, each labelled by the WordNet id its member name starts with (n01443537_0.JPEG)."""
+    from timm.data import ImageNetInfo
+
+    from repinv.data.sources import ImageDataset
+
+    classes = {name: index for index, name in enumerate(ImageNetInfo().label_names())}
+    photos = ImageDataset(str(tiny_imagenet / "train-000.tar"), 64, train=False)
+    labels = torch.tensor([classes[photos.name(i).rsplit(":", 1)[-1].split("_")[0]] for i in range(200)])
+    images = torch.stack([photos[i] for i in range(200)])
+    logits = create_representation("timm:tf_efficientnet_lite0:logits", weights=str(trained_lite0))
+    with torch.no_grad():
+        scores = torch.cat([logits(batch) for batch in images.split(50)])
+    top5 = (scores.topk(5, dim=1).indices == labels[:, None]).any(1).float().mean().item()
+    assert top5 >= 0.30, f"top-5 {top5:.1%} on 200 photos"
