@@ -197,8 +197,10 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
+              help="How feature values are stored: float32 exactly, float16/bfloat16 in half the space.")
 def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: str, image_size: int, shard_size: int,
-             batch_size: int, workers: int, device: str) -> None:
+             batch_size: int, workers: int, device: str, dtype: str) -> None:
     """Compute a representation's features of fixed crops once, for `repinv train --features` (resumable).
 
     \b
@@ -210,7 +212,7 @@ def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: st
 
     cache = cache_features(rep, list(data), out, rep_options=parse_options(rep_opts, "--rep-opt"),
                            image_size=image_size, shard_size=shard_size, batch_size=batch_size, workers=workers,
-                           device=device)
+                           device=device, dtype=dtype)
     console.print(f"wrote {cache.describe()} to {out}")
     console.print(f"next: repinv train --features {out} --out <run>")
 

@@ -16,9 +16,11 @@ Shards are written atomically, one at a time, so an interrupted ``repinv feature
 when run again with the same arguments. While it runs it holds a lock (an ``flock`` on ``.lock`` in the folder,
 released on exit or kill), so a second ``repinv features`` on the same cache is refused rather than racing it.
 Reading checks ``cache.json`` and every shard against each other: a damaged shard or a hand-edited manifest is
-an error that names it, never wrong features. Storage is lossless and compact: images as 8-bit when every pixel is a
-multiple of 1/255 (crops that needed no resizing), float32 otherwise; feature maps keep only their cells that are
-not all zero (most of a sparse SIFT map is empty), vectors are stored whole.
+an error that names it, never wrong features. Storage is compact: images as 8-bit when every pixel is a multiple of
+1/255 (crops that needed no resizing), float32 otherwise; feature maps keep only their cells that are not all zero
+(most of a sparse SIFT map is empty), vectors are stored whole. Feature values are stored in float32 (lossless) or,
+with ``dtype``, in float16 or bfloat16 (half the disk and memory; ``feature_dtype`` in ``cache.json``), and read
+back as float32.
 """
 
 from __future__ import annotations
@@ -52,8 +54,12 @@ MANIFEST = "cache.json"
 _LOCK = ".lock"  # held by the process writing the cache
 FORMAT = 1  # bumped when the shard layout changes
 #: The sizes ``cache_features`` takes (the other arguments are checked by the representation and the data).
+#: How a cache may store feature values: float32 exactly; float16 or bfloat16 in half the memory and disk (a 24x56x56
+#: map, 300 KB per image in float32).
+FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimum=1),
-                 Option("batch_size", 64, int, "images per batch of feature computation", minimum=1))
+                 Option("batch_size", 64, int, "images per batch of feature computation", minimum=1),
+                 Option("dtype", "float32", FEATURE_DTYPES, "how feature values are stored (float32: exactly)"))
 
 
 def _shard_path(root: Path, shard: int) -> Path:
@@ -93,17 +99,17 @@ class _Crops(Dataset[Tensor | tuple[Tensor, Tensor]]):
         return image if self.representation is None else (image, per_image_features(self.representation, image))
 
 
-def _encode(images: Tensor, features: Tensor) -> dict[str, Tensor]:
-    """Lossless compact tensors of one shard (see the module docstring)."""
+def _encode(images: Tensor, features: Tensor, dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
+    """Compact tensors of one shard (see the module docstring): lossless but for features stored in ``dtype``."""
     levels = (images * 255).round()
     exact = torch.equal(levels / 255, images)
     tensors = {"images": levels.to(torch.uint8) if exact else images.float().contiguous()}
     if features.dim() == 2:
-        tensors["features"] = features.float().contiguous()
+        tensors["features"] = features.to(dtype).contiguous()
         return tensors
     cells = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
     occupied = cells.ne(0).any(-1)  # (B, h*w)
-    tensors["cell_values"] = cells[occupied].float().contiguous()  # (N, C)
+    tensors["cell_values"] = cells[occupied].to(dtype).contiguous()  # (N, C)
     tensors["cell_index"] = occupied.nonzero()[:, 1].to(torch.int32)  # (N,) flat cell of each row
     tensors["cell_counts"] = occupied.sum(1).to(torch.int64)  # (B,) rows per image
     return tensors
@@ -111,7 +117,7 @@ def _encode(images: Tensor, features: Tensor) -> dict[str, Tensor]:
 
 def cache_features(rep: str | Representation, data: str | Sequence[str], out: str | Path, *,
                    rep_options: dict[str, Any] | None = None, image_size: int = 64, shard_size: int = 1024,
-                   batch_size: int = 64, workers: int = 2, device: str = "auto",
+                   batch_size: int = 64, workers: int = 2, device: str = "auto", dtype: str = "float32",
                    show_progress: bool = True) -> FeatureCache:
     """Compute and store the features of every image of ``data`` (centre crops), resuming a partial cache.
 
@@ -125,6 +131,8 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         batch_size: images per batch of feature computation.
         workers: data-loader worker processes (per-image representations run in them).
         device: where batched representations run.
+        dtype: how feature values are stored: ``float32`` (exactly), ``float16`` or ``bfloat16`` (half the disk
+            and memory; read back as float32).
         show_progress: show a progress bar over the images.
 
     Returns:
@@ -135,8 +143,8 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
             it.
         InvalidOption, DataError, UnknownRepresentation, WeightsUnavailable: bad arguments, data or weights.
     """
-    shard_size, batch_size = validate_options("feature cache", {"shard_size": shard_size, "batch_size": batch_size},
-                                              CACHE_OPTIONS).values()
+    shard_size, batch_size, dtype = validate_options(
+        "feature cache", {"shard_size": shard_size, "batch_size": batch_size, "dtype": dtype}, CACHE_OPTIONS).values()
     dev = resolve_device(device)
     representation = rep if isinstance(rep, Representation) else create_representation(rep, **(rep_options or {}))
     # Now: a weights file that cannot be read (or a failed download) must not leave a half-made cache, and worker
@@ -147,12 +155,13 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
     manifest = {"format": FORMAT, "representation": {"name": representation.name,
                                                      "options": representation.config()},
                 "image_size": list(size), "feature_shape": list(representation.spec(size).shape),
-                "sources": images.sources, "count": len(images), "shard_size": shard_size}
+                "sources": images.sources, "count": len(images), "shard_size": shard_size, "feature_dtype": dtype}
     root = Path(out)
     existing = root / MANIFEST
     with _writing(root):
         if existing.exists():
-            previous = {k: v for k, v in read_manifest(root).items() if k != "repinv_version"}
+            previous = {"feature_dtype": "float32",  # caches made before the option stored float32
+                        **{k: v for k, v in read_manifest(root).items() if k != "repinv_version"}}
             changed = [key for key in manifest if previous.get(key) != manifest[key]]
             if changed:
                 raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
@@ -162,7 +171,8 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DecodeWarning)  # totalled in one line below
-                _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress)
+                _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress,
+                              getattr(torch, dtype))
         except KeyboardInterrupt:
             raise CacheError(f"interrupted; the finished shards are kept in {root}: run the same command again to "
                              "continue") from None
@@ -173,7 +183,7 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
 
 
 def _write_shards(representation: Representation, images: ImageDataset, root: Path, shard_size: int,
-                  batch_size: int, workers: int, dev: torch.device, show_progress: bool) -> None:
+                  batch_size: int, workers: int, dev: torch.device, show_progress: bool, dtype: torch.dtype) -> None:
     """Compute and write every shard not written yet."""
     shards = math.ceil(len(images) / shard_size)
     mode = feature_mode(representation)
@@ -192,7 +202,7 @@ def _write_shards(representation: Representation, images: ImageDataset, root: Pa
                 crops.append(crop.cpu())
                 features.append(computed.cpu())
                 advance(len(crop))
-            save_tensors(path, _encode(torch.cat(crops), torch.cat(features)), {"start": start, "stop": stop})
+            save_tensors(path, _encode(torch.cat(crops), torch.cat(features), dtype), {"start": start, "stop": stop})
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -245,6 +255,8 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
     for key in ("count", "shard_size"):
         if not _positive_ints([manifest.get(key)], (1,)):
             return f"{key} must be a positive integer, not {manifest.get(key)!r}"
+    if manifest.get("feature_dtype", "float32") not in FEATURE_DTYPES:
+        return f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, not {manifest.get('feature_dtype')!r}"
     return None
 
 
@@ -404,12 +416,12 @@ class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
         image = shard["images"][i]
         image = image.float().div_(255.0) if image.dtype == torch.uint8 else image.clone()
         if "features" in shard:
-            return image, shard["features"][i].clone()
+            return image, shard["features"][i].to(torch.float32, copy=True)
         channels, height, width = self.spec.shape
         start = int(shard["cell_start"][i])
         rows = slice(start, start + int(shard["cell_counts"][i]))
         cells = torch.zeros(height * width, channels)
-        cells[shard["cell_index"][rows].long()] = shard["cell_values"][rows]
+        cells[shard["cell_index"][rows].long()] = shard["cell_values"][rows].float()
         return image, cells.t().reshape(channels, height, width)
 
     def images(self, count: int) -> Tensor:

@@ -171,3 +171,30 @@ def test_images_that_fail_to_decode_while_caching_are_totalled_in_one_warning(tm
     totals = [str(w.message) for w in caught if "during feature caching" in str(w.message)]
     assert totals == [f"skipped 1 image that failed to decode during feature caching: 1 truncated or corrupt "
                       f"({folder / 'cut.jpg'})"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_cache_stores_half_and_reads_back_float32(tmp_path, photo_folder, dtype):
+    exact = cache_features("hog", str(photo_folder), tmp_path / "exact", image_size=32, workers=0,
+                           show_progress=False)
+    half = cache_features("hog", str(photo_folder), tmp_path / "half", image_size=32, workers=0, dtype=dtype,
+                          show_progress=False)
+    assert half.manifest["feature_dtype"] == dtype and exact.manifest["feature_dtype"] == "float32"
+    stored = load_tensors(tmp_path / "half" / "shard-00000.safetensors")["cell_values"]
+    assert stored.dtype == getattr(torch, dtype)
+    assert stored.nbytes * 2 == load_tensors(tmp_path / "exact" / "shard-00000.safetensors")["cell_values"].nbytes
+    tolerance = {"float16": 1e-3, "bfloat16": 8e-3}[dtype]  # relative precision of the format
+    for i in (0, 11):
+        (image, features), (exact_image, exact_features) = half[i], exact[i]
+        assert features.dtype == torch.float32 and torch.equal(image, exact_image)
+        torch.testing.assert_close(features, exact_features, rtol=tolerance, atol=1e-6)
+    with pytest.raises(CacheError, match="made with other feature_dtype"):  # continuing needs the same storage
+        cache_features("hog", str(photo_folder), tmp_path / "half", image_size=32, workers=0, show_progress=False)
+
+
+def test_a_half_precision_cache_trains(tmp_path, photo_folder):
+    cache_features("hog", str(photo_folder), tmp_path / "cache", image_size=16, workers=0, dtype="float16",
+                   show_progress=False)
+    config = make_config(features=str(tmp_path / "cache"), width=0.05, steps=3, batch_size=4, workers=0)
+    result = train(config, tmp_path / "run", show_progress=False)
+    assert result.step == 3 and np.isfinite(result.loss)

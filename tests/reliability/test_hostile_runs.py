@@ -239,7 +239,7 @@ def test_local_weights_without_batchnorm_counters_load(tmp_path, suffix):
     source, state = _timm_state()
     counters = [k for k in state if k.endswith("num_batches_tracked")]
     assert counters, "resnet18 has BatchNorm layers"
-    converted = {k: v for k, v in state.items() if k not in counters}  # as converted checkpoints often are
+    converted = {k: v.contiguous() for k, v in state.items() if k not in counters}  # as converted checkpoints are
     path = tmp_path / f"converted{suffix}"
     if suffix == ".pth":
         torch.save(converted, path)
