@@ -178,3 +178,30 @@ def tiny_encoder() -> Iterator[str]:
     name = register_plugin(_TinyEncoderPlugin(), name="tiny-encoder-plugin")
     yield "tiny-encoder"
     unregister_plugin(name)
+
+
+@pytest.fixture
+def photos_and_a_cut_jpeg(tmp_path: Path, photo_folder: Path) -> Path:
+    """Six of the photos and ``cut.jpg``, a JPEG cut in half: it is indexed, then fails when decoded."""
+    import io
+
+    folder = tmp_path / "photos-and-a-cut-jpeg"
+    folder.mkdir()
+    for photo in sorted(photo_folder.glob("*.png"))[:6]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    encoded = io.BytesIO()
+    Image.open(photo_folder / "photo-00.png").convert("RGB").save(encoded, "JPEG")
+    (folder / "cut.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
+    return folder
+
+
+def assert_channels_last_gives_the_same_features(representation: Representation, probe: torch.nn.Module) -> None:
+    """The network's weights are channels-last (``probe``: one of its convolutions), and its features equal those
+    of the same weights in the default layout to float rounding."""
+    assert probe.weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        fast = representation(images)
+        representation.model.to(memory_format=torch.contiguous_format)
+        plain = representation(images)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)

@@ -152,20 +152,10 @@ def test_cli_names_a_default_run_after_the_caches_representation(photo_folder, t
     assert [run.name.split("-")[0] for run in (tmp_path / "runs").iterdir()] == ["lbp"]
 
 
-def test_images_that_fail_to_decode_while_caching_are_totalled_in_one_warning(tmp_path, photo_folder):
-    import io
-
-    from PIL import Image
-
+def test_images_that_fail_to_decode_while_caching_are_totalled_in_one_warning(tmp_path, photos_and_a_cut_jpeg):
     from repinv import DataWarning
 
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for photo in sorted(photo_folder.glob("*.png"))[:4]:
-        (folder / photo.name).write_bytes(photo.read_bytes())
-    encoded = io.BytesIO()
-    Image.open(photo_folder / "photo-00.png").convert("RGB").save(encoded, "JPEG")
-    (folder / "cut.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])
+    folder = photos_and_a_cut_jpeg
     with pytest.warns(DataWarning) as caught:
         cache_features("hog", str(folder), tmp_path / "cache", image_size=16, workers=0, show_progress=False)
     totals = [str(w.message) for w in caught if "during feature caching" in str(w.message)]

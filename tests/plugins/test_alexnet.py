@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import declared_entry_point, registered_family
+from conftest import assert_channels_last_gives_the_same_features, declared_entry_point, registered_family
 from torch import nn
 
 import repinv_alexnet
@@ -365,10 +365,4 @@ def test_train_offline_fails_in_one_line_before_making_the_run(registered: objec
 
 def test_the_network_runs_channels_last_with_the_same_features():
     representation = create_representation("alexnet:conv3", weights="none")
-    assert representation.model.features[0].weight.is_contiguous(memory_format=torch.channels_last)
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        fast = representation(images)
-        representation.model.to(memory_format=torch.contiguous_format)
-        plain = representation(images)
-    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    assert_channels_last_gives_the_same_features(representation, representation.model.features[0])

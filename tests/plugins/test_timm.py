@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import timm
 import torch
-from conftest import declared_entry_point, registered_family
+from conftest import assert_channels_last_gives_the_same_features, declared_entry_point, registered_family
 from torch import nn
 
 import repinv_timm
@@ -377,13 +377,7 @@ def test_hub_reachable_is_false_for_a_closed_port(monkeypatch: pytest.MonkeyPatc
 
 def test_the_network_runs_channels_last_with_the_same_features():
     representation = create_representation("timm:resnet18:layer2", weights="none")
-    assert representation.model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        fast = representation(images)
-        representation.model.to(memory_format=torch.contiguous_format)
-        plain = representation(images)
-    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    assert_channels_last_gives_the_same_features(representation, representation.model.conv1)
 
 
 @pytest.fixture(scope="module")

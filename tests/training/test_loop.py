@@ -289,21 +289,12 @@ def test_training_keeps_freed_memory_for_reuse(photo_folder, tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_images_that_fail_to_decode_are_totalled_in_one_line_at_the_end(tmp_path, photo_folder, workers):
-    import io
+def test_images_that_fail_to_decode_are_totalled_in_one_line_at_the_end(tmp_path, photos_and_a_cut_jpeg, workers):
     import os
     import subprocess
     import sys
 
-    from PIL import Image
-
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for photo in sorted(photo_folder.glob("*.png"))[:6]:
-        (folder / photo.name).write_bytes(photo.read_bytes())
-    encoded = io.BytesIO()
-    Image.open(photo_folder / "photo-00.png").convert("RGB").save(encoded, "JPEG")
-    (folder / "cut.jpg").write_bytes(encoded.getvalue()[: len(encoded.getvalue()) // 2])  # indexes, fails to decode
+    folder = photos_and_a_cut_jpeg
     result = subprocess.run([sys.executable, "-m", "repinv", "train", "--rep", "hog", "--data", str(folder),
                              "--image-size", "16", "--width", "0.05", "--steps", "8", "--batch-size", "4",
                              "--workers", str(workers), "--out", str(tmp_path / "run"), "--quiet"],
