@@ -205,3 +205,17 @@ def assert_channels_last_gives_the_same_features(representation: Representation,
         representation.model.to(memory_format=torch.contiguous_format)
         plain = representation(images)
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    """An uncompressed tar shard holding ``members`` (name -> bytes) in order."""
+    import io
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

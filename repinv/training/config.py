@@ -9,6 +9,7 @@ flags override the recipe, which overrides the defaults.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from typing import Any
 from repinv.errors import InvalidOption
 from repinv.options import dataclass_options, option_error, validate_options
 
-__all__ = ["TrainConfig", "TRAIN_OPTIONS", "load_recipe", "list_recipes", "make_config", "epochs_over_steps",
-           "learning_rate_factor"]
+__all__ = ["RESUMABLE_SETTINGS", "resumed_config", "TrainConfig", "TRAIN_OPTIONS", "load_recipe", "list_recipes",
+           "make_config", "epochs_over_steps", "learning_rate_factor"]
 
 
 SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see learning_rate_factor
@@ -67,6 +68,12 @@ class TrainConfig:
     checkpoint_seconds: float = 120.0  # longest time between checkpoints, so a killed run loses little
     val_every: int = 500  # steps between validations (when val_data is given)
     val_images: int = 512  # at most this many validation images per validation
+
+    def decoder_arguments(self) -> dict[str, Any]:
+        """The decoder builder's options: ``width`` (shorthand for the decoder option, passed only when given), then
+        ``decoder_options``."""
+        width = {} if self.width is None else {"width": self.width}
+        return {**width, **self.decoder_options}
 
     def total_steps(self, dataset_size: int) -> int:
         """The number of optimizer steps this run takes on a data set of ``dataset_size`` images."""
@@ -197,3 +204,35 @@ def learning_rate_factor(schedule: str, progress: float) -> float:
     if schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     return 1.0
+
+
+#: Settings a resumed run may change; everything else must match the run being continued.
+RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
+                                "sample_every", "checkpoint_every", "checkpoint_seconds", "val_every", "val_images",
+                                "val_data"})
+
+
+def resumed_config(saved: dict[str, Any], changes: dict[str, Any], run: Path | str) -> TrainConfig:
+    """The settings of a resumed run: those it was trained with, and the ``changes`` among
+    :data:`RESUMABLE_SETTINGS` (``None`` and empty values count as not given).
+
+    Raises:
+        InvalidOption: an unknown setting, or a change to one that must stay as trained.
+    """
+    values = dict(saved)
+    for name, value in changes.items():
+        if value is None or (isinstance(value, (list, tuple, dict)) and not value):
+            continue  # not given
+        if name not in values and name not in RESUMABLE_SETTINGS:  # a resumable one may postdate the run
+            raise InvalidOption(f"unknown setting {name!r}")
+        if name not in RESUMABLE_SETTINGS and _as_json(value) != _as_json(saved[name]):
+            raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
+                                f"not {value!r} (start a new run instead)")
+        values[name] = value
+    values = epochs_over_steps(values, changes)
+    values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
+    return TrainConfig(**values).validate()
+
+
+def _as_json(value: Any) -> Any:
+    return json.loads(json.dumps(value))

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import json
 import math
-import os
 import signal
 import threading
 import time
@@ -44,51 +41,28 @@ from repinv.representations.base import Representation
 from repinv.rundir import RunDir
 from repinv.training import distributed
 from repinv.training.allocator import keep_freed_memory
-from repinv.training.config import TrainConfig, epochs_over_steps, learning_rate_factor
+from repinv.training.config import TrainConfig, learning_rate_factor, resumed_config
+from repinv.training.faults import FIRST_CHECKPOINT_SECONDS, disk_full_is_one_line, fault_point, settings_to_restart
 from repinv.training.state import optimizer_from_tensors, optimizer_to_tensors
 from repinv.utils import VERSION, resolve_device
 
-__all__ = ["train", "resume", "TrainResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
+__all__ = ["train", "resume", "TrainResult", "TrainingInterrupted"]
 
-#: The longest a run trains before its first checkpoint, so a kill early in a run loses at most this much work.
-FIRST_CHECKPOINT_SECONDS = 30.0
-#: Environment variable naming a point where a test kills the training process (SIGKILL): ``after-step:N`` or
-#: ``checkpoint-write:N`` (step N's checkpoint, after the model files, before the resume state). Unset in normal use.
-FAULT_VARIABLE = "REPINV_TEST_FAULT"
+#: Training photos shown beside their reconstructions in each sample grid.
+SAMPLE_IMAGES = 8
+
 #: The training loop's clock (tests replace it with a fake one).
 clock: Callable[[], float] = time.monotonic
-
-#: Settings a resumed run may change; everything else must match the run being continued.
-RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
-                                "sample_every", "checkpoint_every", "checkpoint_seconds", "val_every", "val_images",
-                                "val_data"})
-SAMPLE_IMAGES = 8
 
 
 class TrainingInterrupted(RepinvError):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint."""
 
 
-class RunWarning(UserWarning):
-    """Something about a run the user should know, that does not stop it (e.g. a restart from step 0)."""
 
 
-def _fault_point(name: str) -> None:
-    """Kill this process here when a test asked for it (see :data:`FAULT_VARIABLE`)."""
-    if os.environ.get(FAULT_VARIABLE) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
-@contextlib.contextmanager
-def _disk_full_is_one_line(run: Path, what: str) -> Iterator[None]:
-    """A full disk while writing ``what`` becomes one clear error; the atomic writes keep the previous files."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno != errno.ENOSPC:
-            raise
-        raise CheckpointError(f"the disk is full: could not write {what} in {run}; the previous checkpoint is kept. "
-                              f"Free some space, then continue with `repinv train --resume {run}`") from None
 
 
 @dataclass
@@ -127,12 +101,6 @@ def _encoder_needs_saving(config: TrainConfig, representation: Representation) -
     return config.finetune_encoder or not representation.weights_from_options
 
 
-def _decoder_options(config: TrainConfig) -> dict[str, Any]:
-    """``--width`` is shorthand for the decoder option ``width``, passed only when given."""
-    width = {} if config.width is None else {"width": config.width}
-    return {**width, **config.decoder_options}
-
-
 class _Trainer:
     """One training run; :func:`train` and :func:`resume` are its public face."""
 
@@ -159,7 +127,7 @@ class _Trainer:
                                          finetune=config.finetune_encoder)
         self.spec = self.representation.spec(self.size)
         self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
-                                     **_decoder_options(config)).to(self.device)
+                                     **config.decoder_arguments()).to(self.device)
         if self.device.type == "cuda":
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         parameters = list(self.decoder.parameters())
@@ -221,9 +189,9 @@ class _Trainer:
         writes, the others have nothing to add (their weights are the same)."""
         if not self.processes.main:
             return
-        with _disk_full_is_one_line(self.run, f"the checkpoint of step {self.step}"):
+        with disk_full_is_one_line(self.run, f"the checkpoint of step {self.step}"):
             self._save_model(self.folder)
-            _fault_point(f"checkpoint-write:{self.step}")
+            fault_point(f"checkpoint-write:{self.step}")
             self._save_state()
 
     def _save_state(self) -> None:
@@ -297,7 +265,7 @@ class _Trainer:
         self._log({"step": self.step, "val": self.validation})
         if self.validation["normalized_error"] < self.best_error:
             self.best_error = self.validation["normalized_error"]
-            with _disk_full_is_one_line(self.run, "the best checkpoint"):
+            with disk_full_is_one_line(self.run, "the best checkpoint"):
                 self._save_model(self.folder.best)
 
     def _sample_images(self) -> Tensor:
@@ -404,7 +372,7 @@ class _Trainer:
                     # still anneals its rate before it stops; both count every session of the run, so a resumed
                     # run goes on with the rate where it left it.
                     loss, seen = self._step(next(batches), max(self.step / self.total, spent))
-                    _fault_point(f"after-step:{self.step}")
+                    fault_point(f"after-step:{self.step}")
                     window_loss, window_steps = window_loss + loss, window_steps + 1
                     window_images += seen
                     now = clock()
@@ -496,9 +464,9 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     Args:
         run: the run directory.
         show_progress: show a progress bar.
-        **changes: settings to change, only among :data:`RESUMABLE_SETTINGS` (e.g. more ``steps``, a larger
-            ``time_budget``); a different value for any other setting is refused. ``steps`` and ``time_budget``
-            are totals over every session of the run.
+        **changes: settings to change, only among :data:`repinv.training.config.RESUMABLE_SETTINGS` (e.g. more
+            ``steps``, a larger ``time_budget``); a different value for any other setting is refused. ``steps``
+            and ``time_budget`` are totals over every session of the run.
 
     Returns:
         As :func:`train`.
@@ -510,24 +478,13 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
     """
     run, folder = Path(run), RunDir(run)
     restart = not folder.holds_state()
-    saved = _settings_to_restart(folder) if restart else folder.training_settings()
-    values = dict(saved)
-    for name, value in changes.items():
-        if value is None or (isinstance(value, (list, tuple, dict)) and not value):
-            continue  # not given
-        if name not in values and name not in RESUMABLE_SETTINGS:  # a resumable one may postdate the run
-            raise InvalidOption(f"unknown setting {name!r}")
-        if name not in RESUMABLE_SETTINGS and _normalize(value) != _normalize(saved[name]):
-            raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
-                                f"not {value!r} (start a new run instead)")
-        values[name] = value
-    values = epochs_over_steps(values, changes)
-    values["betas"], values["scale"] = tuple(values["betas"]), tuple(values["scale"])
+    saved = settings_to_restart(folder) if restart else folder.training_settings()
+    config = resumed_config(saved, changes, run)
     if restart:
         folder.keep_log_until(0)  # what the stopped session logged is done again
-        return _start(TrainConfig(**values).validate(), run, show_progress)
+        return _start(config, run, show_progress)
     try:
-        trainer = _Trainer(TrainConfig(**values).validate(), run, show_progress, resuming=True)
+        trainer = _Trainer(config, run, show_progress, resuming=True)
         with trainer.lock():
             trainer.restore()
             if (reason := trainer.nothing_left()) is not None:
@@ -537,17 +494,4 @@ def resume(run: str | Path, *, show_progress: bool = True, **changes: Any) -> Tr
         distributed.leave()
 
 
-def _settings_to_restart(folder: RunDir) -> dict[str, Any]:
-    """The settings of a run stopped before its first checkpoint, which starts again from step 0 (saying so)."""
-    settings = folder.read_settings()
-    if settings is None:
-        raise CheckpointError(f"{folder} holds no repinv run (neither settings nor a checkpoint); start one with "
-                              f"`repinv train --out {folder}`")
-    warnings.warn(f"{folder} has no checkpoint yet (it stopped before its first one, at most "
-                  f"{FIRST_CHECKPOINT_SECONDS:.0f} s into training): starting it again from step 0", RunWarning,
-                  stacklevel=3)
-    return settings
 
-
-def _normalize(value: Any) -> Any:
-    return json.loads(json.dumps(value))

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_tar
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -54,13 +55,7 @@ def _as_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image, np.float32) / 255).permute(2, 0, 1)
 
 
-def _write_tar(path: Path, members: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
+
 
 
 def _encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -268,7 +263,7 @@ def test_tar_shards_glob_and_mixed_sources(tmp_path, photo_folder):
             members[f"dir/{s}_{k}.PNG"] = _encoded(image)
             members[f"dir/{s}_{k}.cls"] = b"7"  # WebDataset side data: ignored
             expected[f"{shards}/train-{s}.tar:dir/{s}_{k}.PNG"] = image
-        _write_tar(shards / f"train-{s}.tar", members)
+        write_tar(shards / f"train-{s}.tar", members)
     dataset = ImageDataset(f"{shards}/train-*.tar", 10, train=False)
     assert len(dataset) == 12 and dataset.describe() == "12 images from 1 source"
     for i in range(len(dataset)):
@@ -284,7 +279,7 @@ def test_tar_shards_glob_and_mixed_sources(tmp_path, photo_folder):
 
 
 def test_empty_tar_members_are_counted_and_compressed_tar_is_refused(tmp_path):
-    _write_tar(tmp_path / "s.tar", {"a.jpg": b"", "b.png": _encoded(_photo(4, 4))})
+    write_tar(tmp_path / "s.tar", {"a.jpg": b"", "b.png": _encoded(_photo(4, 4))})
     with pytest.warns(DataWarning, match="skipped 1 unreadable image of 2"):
         assert len(ImageDataset(str(tmp_path / "s.tar"), 4, train=False)) == 1
     with tarfile.open(tmp_path / "z.tar", "w:gz") as archive:
@@ -357,7 +352,7 @@ def test_flip_happens_about_half_the_time(tmp_path):
 def test_augmentation_does_not_depend_on_workers(tmp_path):
     for i in range(8):
         _save(tmp_path / "f" / f"{i}.jpg", _photo(30, 20, i))
-    _write_tar(tmp_path / "s.tar", {f"{i}.png": _encoded(_photo(20, 30, 10 + i)) for i in range(4)})
+    write_tar(tmp_path / "s.tar", {f"{i}.png": _encoded(_photo(20, 30, 10 + i)) for i in range(4)})
     dataset = ImageDataset([str(tmp_path / "f"), str(tmp_path / "s.tar")], 16, train=True, seed=1, scale=(1.0, 1.5))
     dataset.set_epoch(2)
     serial = torch.cat(list(DataLoader(dataset, batch_size=3, num_workers=0)))  # leaves the shard open here

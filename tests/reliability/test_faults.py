@@ -19,7 +19,7 @@ from click.testing import CliRunner
 import repinv
 from repinv.cli import cli
 from repinv.rundir import RunDir
-from repinv.training import loop
+from repinv.training import faults, loop
 
 #: A tiny, fast HOG run on the bundled photos.
 TINY = ["--rep", "hog", "--data", "builtin", "--image-size", "16", "--width", "0.05", "--batch-size", "2",
@@ -189,7 +189,7 @@ def test_a_run_without_a_checkpoint_restarts_with_the_changes_given(tmp_path):
     run = tmp_path / "run"
     RunDir(run).write_settings(repinv.make_config(rep="hog", data=["builtin"], image_size=16, width=0.05, steps=2,
                                                   batch_size=2, workers=0).to_dict())
-    with pytest.warns(loop.RunWarning, match="starting it again from step 0"):
+    with pytest.warns(faults.RunWarning, match="starting it again from step 0"):
         result = repinv.resume(run, steps=3, show_progress=False)
     assert result.step == 3 and _state_step(run) == 3
 

@@ -60,6 +60,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import write_tar
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 
@@ -177,13 +178,7 @@ def _tar(path: Path, members: dict[str, bytes], mode: str = "cached") -> Path:
     if mode == "streamed":
         members = {**members, **{f"zz-filler-{i:02d}.png": _encoded(Image.new("RGB", (8, 8), (i, i, i)), "PNG")
                                  for i in range(FILLERS)}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
+    return write_tar(path, members)
 
 
 def _dataset(source: Path | str, size: int | tuple[int, int], mode: str, train: bool = False) -> ImageDataset:
