@@ -155,7 +155,7 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         repinv train --rep alexnet:fc8 --rep-opt weights=none --data photos/
         repinv train --resume runs/hog-64 --steps 40000
     """
-    from repinv.data.cache import read_manifest
+    from repinv.data.cache_format import read_manifest
     from repinv.training.loop import resume as resume_run
     from repinv.training.loop import train as train_run
 
@@ -188,10 +188,13 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 
 
 @cli.command()
-@click.option("--rep", required=True, help="Representation, e.g. sift (see `repinv reps`).")
-@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
+@click.option("--rep", "reps", multiple=True, required=True,
+              help="Representation, e.g. sift (see `repinv reps`); repeat for one cache each from one pass.")
+@click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE",
+              help="Representation option (repeatable; for every --rep).")
 @click.option("--data", multiple=True, required=True, help="Images: folder, quoted tar glob, or builtin (repeatable).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Cache directory (continued if partial).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Cache directory (continued if partial); with several --rep, their parent.")
 @click.option("--image-size", default=64, show_default=True, help="Side of the centre crops.")
 @click.option("--shard-size", default=1024, show_default=True, help="Images per shard file.")
 @click.option("--batch-size", default=64, show_default=True)
@@ -199,20 +202,28 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
               help="How feature values are stored: float32 exactly, float16/bfloat16 in half the space.")
-def features(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: str, image_size: int, shard_size: int,
-             batch_size: int, workers: int, device: str, dtype: str) -> None:
+def features(reps: tuple[str, ...], rep_opts: tuple[str, ...], data: tuple[str, ...], out: str, image_size: int,
+             shard_size: int, batch_size: int, workers: int, device: str, dtype: str) -> None:
     """Compute a representation's features of fixed crops once, for `repinv train --features` (resumable).
 
     \b
     Example:
         repinv features --rep sift --data 'shards/train-*.tar' --out cache/sift
         repinv train --features cache/sift --recipe sift-64 --out runs/sift
+        repinv features --rep timm:resnet18:layer2 --rep timm:resnet18:layer3 --data d.tar --out cache/resnet18
     """
     from repinv.data.cache import cache_features
 
-    cache = cache_features(rep, list(data), out, rep_options=parse_options(rep_opts, "--rep-opt"),
-                           image_size=image_size, shard_size=shard_size, batch_size=batch_size, workers=workers,
-                           device=device, dtype=dtype)
+    settings: dict[str, Any] = dict(rep_options=parse_options(rep_opts, "--rep-opt"), image_size=image_size,
+                                    shard_size=shard_size, batch_size=batch_size, workers=workers, device=device,
+                                    dtype=dtype)
+    if len(reps) > 1:
+        caches = cache_features(list(reps), list(data), out, **settings)
+        for cache in caches:
+            console.print(f"wrote {cache.describe()} to {cache.path}")
+        console.print(f"next: repinv train --features {caches[0].path} --out <run>")
+        return
+    cache = cache_features(reps[0], list(data), out, **settings)
     console.print(f"wrote {cache.describe()} to {out}")
     console.print(f"next: repinv train --features {out} --out <run>")
 

@@ -35,6 +35,7 @@ created, so listing layers and their shapes (``repinv reps alexnet``) works offl
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -45,7 +46,15 @@ from torch import Tensor, nn
 from repinv.errors import ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.options import Option, option_defaults, validate_options
 from repinv.representations.base import FeatureSpec, Representation
-from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
+from repinv.representations.networks import (
+    DeferredWeights,
+    capture,
+    capture_many,
+    describe_error,
+    parse_weights,
+    read_state_dict,
+    same_network,
+)
 from repinv.utils import check_images
 
 __all__ = ["AlexNetLayer", "LAYERS", "OPTIONS", "DEFAULTS", "INPUT_SIZE", "create_alexnet", "layer_names"]
@@ -195,11 +204,39 @@ class AlexNetLayer(DeferredWeights, Representation):
         """
         check_images(images)
         self.load_weights()
+        output = capture(self.model, self.model.get_submodule(self.module_name), self._prepare(images))
+        return _as_features(output, self.module_name, images.shape[0])
+
+    def _prepare(self, images: Tensor) -> Tensor:
+        """Resize to 224x224 and normalize with ImageNet's statistics."""
         if tuple(images.shape[-2:]) != INPUT_SIZE:
             images = F.interpolate(images, size=INPUT_SIZE, mode="bilinear", antialias=True, align_corners=False)
-        normalized = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        output = capture(self.model, self.model.get_submodule(self.module_name), normalized)
-        return _as_features(output, self.module_name, images.shape[0])
+        return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+
+    def forward_together(self, images: Tensor, others: Sequence[Representation]) -> list[Tensor] | None:
+        """The features of this layer and of other AlexNet layers with the same weights, from one forward pass.
+
+        Shared when every one of ``others`` is an :class:`AlexNetLayer` with the same options (weights, seed) and an
+        equal network, parameter by parameter; the images are prepared once and each layer's output taken from the
+        same pass (:func:`capture_many`), so every feature tensor is exactly what the layer's own :meth:`forward`
+        gives.
+
+        Returns:
+            The features of ``self`` and ``others``, in order; ``None`` when they cannot share the pass.
+        """
+        group: list[AlexNetLayer] = [self]
+        for other in others:
+            if not isinstance(other, AlexNetLayer) or other.config() != self.config():
+                return None
+            group.append(other)
+        check_images(images)
+        for layer in group:
+            layer.load_weights()
+        if not all(same_network(self.model, layer.model) for layer in group[1:]):
+            return None
+        outputs = capture_many(self.model, [self.model.get_submodule(layer.module_name) for layer in group],
+                               self._prepare(images))
+        return [_as_features(output, layer.module_name, images.shape[0]) for layer, output in zip(group, outputs)]
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """The feature shape; the same for every image size (images are resized to 224x224). Loads no weights."""

@@ -53,7 +53,15 @@ from torch import Tensor, nn
 from repinv.errors import InvalidOption, ShapeError, UnknownVariant, WeightsUnavailable
 from repinv.options import Option, option_defaults, option_error, validate_options
 from repinv.representations.base import FeatureSpec, Representation, rgb_to_gray
-from repinv.representations.networks import DeferredWeights, capture, describe_error, parse_weights, read_state_dict
+from repinv.representations.networks import (
+    DeferredWeights,
+    capture,
+    capture_many,
+    describe_error,
+    parse_weights,
+    read_state_dict,
+    same_network,
+)
 from repinv.utils import check_images
 
 __all__ = ["TimmLayer", "OPTIONS", "DEFAULTS", "HEAD_LAYERS", "EXAMPLE_MODEL", "UnknownModel", "create_timm",
@@ -360,6 +368,10 @@ class TimmLayer(DeferredWeights, Representation):
             output = model.forward_head(model.forward_features(inputs), pre_logits=True)
         else:
             output = capture(model, model.get_submodule(self.layer), inputs)
+        return self._shaped(model, output, batch)
+
+    def _shaped(self, model: nn.Module, output: object, batch: int) -> Tensor:
+        """A module's output brought to repinv's shapes (:func:`to_features`) with this layer's options."""
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
         return to_features(output, batch=batch, input_size=self.input_size,
                            num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 0) or 0), grid=grid,
@@ -378,6 +390,35 @@ class TimmLayer(DeferredWeights, Representation):
         check_images(images)
         self.load_weights()
         return self._features(self.model, self._prepare(images), images.shape[0])
+
+    def forward_together(self, images: Tensor, others: Sequence[Representation]) -> list[Tensor] | None:
+        """The features of this layer and of other layers of the same model, from one forward pass.
+
+        Shared when every one of ``others`` is a module layer (not ``pooled`` or ``logits``) of the same timm model
+        with the same weights, seed and tag (their networks equal, parameter by parameter); ``layout`` may differ.
+        The images are prepared once and each layer's output taken from the same pass (:func:`capture_many`), so
+        every feature tensor is exactly what the layer's own :meth:`forward` gives.
+
+        Returns:
+            The features of ``self`` and ``others``, in order; ``None`` when they cannot share the pass.
+        """
+        group: list[TimmLayer] = [self]
+        for other in others:
+            if not isinstance(other, TimmLayer) or other.full_name != self.full_name or \
+                    _without_layout(other.config()) != _without_layout(self.config()):
+                return None
+            group.append(other)
+        if any(layer.layer in HEAD_LAYERS for layer in group):
+            return None
+        check_images(images)
+        for layer in group:
+            layer.load_weights()
+        if not all(same_network(self.model, layer.model) for layer in group[1:]) or \
+                not all(torch.equal(self.mean, layer.mean) and torch.equal(self.std, layer.std) for layer in group):
+            return None
+        outputs = capture_many(self.model, [self.model.get_submodule(layer.layer) for layer in group],
+                               self._prepare(images))
+        return [layer._shaped(self.model, output, images.shape[0]) for layer, output in zip(group, outputs)]
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """The feature shape; the same for every image size (images are resized). Loads no weights.
@@ -423,6 +464,11 @@ class TimmLayer(DeferredWeights, Representation):
         """Model, layer and options, for ``repr``."""
         return (f"model={self.model_name!r}, layer={self.layer!r}, weights={self.weights!r}, seed={self.seed}, "
                 f"layout={self.layout!r}, input_size={self.input_size}")
+
+
+def _without_layout(config: dict[str, Any]) -> dict[str, Any]:
+    """A layer's options but ``layout``, which only reads the output: the ones the network's computation depends on."""
+    return {key: value for key, value in config.items() if key != "layout"}
 
 
 def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:

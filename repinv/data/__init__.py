@@ -5,5 +5,6 @@
 * ``pixels`` — decoding one image to RGB, resizing, crop boxes;
 * ``stream`` — the training stream: which sample each step sees (resumable, split over processes);
 * ``features`` — where Φ runs while training (cache, loader workers, the step, or batched);
-* ``cache`` — feature caches: features of fixed crops computed once (``repinv features``).
+* ``cache_format`` — a feature cache's files, their checks, and reading one back (``FeatureCache``);
+* ``cache`` — making feature caches: features of fixed crops computed once (``repinv features``).
 """

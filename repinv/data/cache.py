@@ -21,54 +21,49 @@ an error that names it, never wrong features. Storage is compact: images as 8-bi
 (most of a sparse SIFT map is empty), vectors are stored whole. Feature values are stored in float32 (lossless) or,
 with ``dtype``, in float16 or bfloat16 (half the disk and memory; ``feature_dtype`` in ``cache.json``), and read
 back as float32.
+
+Several representations (``repinv features --rep A --rep B --out ROOT``) make one cache each, in ``ROOT/<name>``
+(:func:`cache_folder_name`), from one pass over the images: each batch is given to all of them together
+(:func:`~repinv.representations.base.features_together`), so layers of one network share its forward pass, and
+each cache equals the one its representation makes alone.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import contextlib
 import math
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from repinv.data.cache_format import FEATURE_DTYPES, FORMAT, MANIFEST, FeatureCache, read_manifest, shard_path
 from repinv.data.features import feature_mode, per_image_features, with_features
 from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
-from repinv.errors import CacheError, CheckpointError, RepinvError, UnknownRepresentation
-from repinv.files import exclusive_lock, load_tensors, read_metadata, save_tensors, write_json
+from repinv.errors import CacheError, InvalidOption
+from repinv.files import exclusive_lock, save_tensors, write_json
 from repinv.options import Option, validate_options
 from repinv.progress import progress_bar
 from repinv.registry.factories import create_representation
-from repinv.representations.base import FeatureSpec, Representation
+from repinv.representations.base import Representation, features_together
 from repinv.utils import VERSION, resolve_device
 
-__all__ = ["cache_features", "FeatureCache", "read_manifest", "MANIFEST"]
+__all__ = ["cache_features", "cache_folder_name", "FeatureCache", "read_manifest", "MANIFEST"]
 
-MANIFEST = "cache.json"
 _LOCK = ".lock"  # held by the process writing the cache
-FORMAT = 1  # bumped when the shard layout changes
-#: The sizes ``cache_features`` takes (the other arguments are checked by the representation and the data).
-#: How a cache may store feature values: float32 exactly; float16 or bfloat16 in half the memory and disk (a 24x56x56
-#: map, 300 KB per image in float32).
-FEATURE_DTYPES = ("float32", "float16", "bfloat16")
 CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimum=1),
                  Option("batch_size", 64, int, "images per batch of feature computation", minimum=1),
                  Option("dtype", "float32", FEATURE_DTYPES, "how feature values are stored (float32: exactly)"))
 
 
-def _shard_path(root: Path, shard: int) -> Path:
-    return root / f"shard-{shard:05d}.safetensors"
 
 
-def _damaged_shard(path: Path, problem: str) -> CacheError:
-    return CacheError(f"cache shard {path} is damaged ({problem}): delete it and run `repinv features` again, which "
-                      "recomputes only the missing shards")
 
 
 @contextmanager
@@ -115,17 +110,38 @@ def _encode(images: Tensor, features: Tensor, dtype: torch.dtype = torch.float32
     return tensors
 
 
-def cache_features(rep: str | Representation, data: str | Sequence[str], out: str | Path, *,
+@overload
+def cache_features(rep: str | Representation, data: str | Sequence[str], out: str | Path, *,  # type: ignore[overload-overlap]  # a str is one name, not a sequence of them
                    rep_options: dict[str, Any] | None = None, image_size: int = 64, shard_size: int = 1024,
                    batch_size: int = 64, workers: int = 2, device: str = "auto", dtype: str = "float32",
-                   show_progress: bool = True) -> FeatureCache:
+                   show_progress: bool = True) -> FeatureCache: ...
+
+
+@overload
+def cache_features(rep: Sequence[str | Representation], data: str | Sequence[str], out: str | Path, *,
+                   rep_options: dict[str, Any] | None = None, image_size: int = 64, shard_size: int = 1024,
+                   batch_size: int = 64, workers: int = 2, device: str = "auto", dtype: str = "float32",
+                   show_progress: bool = True) -> list[FeatureCache]: ...
+
+
+def cache_features(rep: str | Representation | Sequence[str | Representation], data: str | Sequence[str],
+                   out: str | Path, *, rep_options: dict[str, Any] | None = None, image_size: int = 64,
+                   shard_size: int = 1024, batch_size: int = 64, workers: int = 2, device: str = "auto",
+                   dtype: str = "float32", show_progress: bool = True) -> FeatureCache | list[FeatureCache]:
     """Compute and store the features of every image of ``data`` (centre crops), resuming a partial cache.
 
+    With several representations (a list), ``out`` is a folder holding one cache per representation, in a subfolder
+    named after it (:func:`cache_folder_name`: ``timm:resnet18:layer3`` → ``timm-resnet18-layer3``), each a normal
+    cache (its own ``cache.json``, shards and lock, resumed on its own). They are computed from one pass over the
+    images, each batch given to all of them together (:func:`~repinv.representations.base.features_together`):
+    several layers of one network then share one forward pass.
+
     Args:
-        rep: a representation name (``sift``, ``alexnet:conv5``) or instance.
+        rep: a representation name (``sift``, ``alexnet:conv5``) or instance, or a list of them.
         data: image sources, as for :class:`repinv.ImageDataset`.
-        out: the cache directory (created; an interrupted cache made with the same arguments is continued).
-        rep_options: options for the representation's factory (with a name).
+        out: the cache directory (created; an interrupted cache made with the same arguments is continued); with a
+            list of representations, the folder of their caches.
+        rep_options: options for the representation's factory (with a name); with a list, for every name in it.
         image_size: side of the centre crops.
         shard_size: images per shard file.
         batch_size: images per batch of feature computation.
@@ -136,42 +152,46 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         show_progress: show a progress bar over the images.
 
     Returns:
-        The finished cache.
+        The finished cache; with a list of representations, the finished caches in its order.
 
     Raises:
         CacheError: ``out`` holds a cache made with other arguments, a damaged one, or another process is writing
             it.
-        InvalidOption, DataError, UnknownRepresentation, WeightsUnavailable: bad arguments, data or weights.
+        InvalidOption: several representations of which one is per-image (SIFT: computed in the data-loader
+            workers, one cache at a time), or two with the same folder name; other bad options.
+        DataError, UnknownRepresentation, WeightsUnavailable: bad arguments, data or weights.
     """
     shard_size, batch_size, dtype = validate_options(
         "feature cache", {"shard_size": shard_size, "batch_size": batch_size, "dtype": dtype}, CACHE_OPTIONS).values()
+    several = not isinstance(rep, (str, Representation))
+    given: list[str | Representation] = list(rep) if not isinstance(rep, (str, Representation)) else [rep]
+    if not given:
+        raise InvalidOption("cache_features needs at least one representation")
     dev = resolve_device(device)
-    representation = rep if isinstance(rep, Representation) else create_representation(rep, **(rep_options or {}))
+    representations = [r if isinstance(r, Representation) else create_representation(r, **(rep_options or {}))
+                       for r in given]
+    if len(representations) > 1:
+        per_image = [r.name for r in representations if r.per_image]
+        if per_image:
+            raise InvalidOption(f"{', '.join(per_image)} computes features per image in the data-loader workers and "
+                                "cannot share a pass over the images with other representations; cache it on its own")
+    root = Path(out)
+    roots = [root / cache_folder_name(r.name) for r in representations] if several else [root]
+    if len(set(roots)) < len(roots):
+        names = [r.name for r in representations]
+        raise InvalidOption(f"the representations {', '.join(names)} would share a cache folder; give each once")
     # Now: a weights file that cannot be read (or a failed download) must not leave a half-made cache, and worker
     # processes then share the loaded weights instead of each loading them.
-    representation = representation.load_weights().to(dev).eval()
+    representations = [r.load_weights().to(dev).eval() for r in representations]
     images = ImageDataset(data, image_size, train=False)
-    size = images.image_size
-    manifest = {"format": FORMAT, "representation": {"name": representation.name,
-                                                     "options": representation.config()},
-                "image_size": list(size), "feature_shape": list(representation.spec(size).shape),
-                "sources": images.sources, "count": len(images), "shard_size": shard_size, "feature_dtype": dtype}
-    root = Path(out)
-    existing = root / MANIFEST
-    with _writing(root):
-        if existing.exists():
-            previous = {"feature_dtype": "float32",  # caches made before the option stored float32
-                        **{k: v for k, v in read_manifest(root).items() if k != "repinv_version"}}
-            changed = [key for key in manifest if previous.get(key) != manifest[key]]
-            if changed:
-                raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
-                                 "choose another --out")
-        else:
-            write_json(existing, {**manifest, "repinv_version": VERSION})
+    with contextlib.ExitStack() as held:
+        for representation, folder in zip(representations, roots):
+            held.enter_context(_writing(folder))
+            _start_manifest(representation, images, folder, shard_size, dtype)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DecodeWarning)  # totalled in one line below
-                _write_shards(representation, images, root, shard_size, batch_size, workers, dev, show_progress,
+                _write_shards(representations, images, roots, shard_size, batch_size, workers, dev, show_progress,
                               getattr(torch, dtype))
         except KeyboardInterrupt:
             raise CacheError(f"interrupted; the finished shards are kept in {root}: run the same command again to "
@@ -179,252 +199,93 @@ def cache_features(rep: str | Representation, data: str | Sequence[str], out: st
         finally:
             if (summary := skip_summary(images, "feature caching")) is not None:
                 warnings.warn(summary, DataWarning, stacklevel=2)
-    return FeatureCache(root)
+    caches = [FeatureCache(folder) for folder in roots]
+    return caches if several else caches[0]
 
 
-def _write_shards(representation: Representation, images: ImageDataset, root: Path, shard_size: int,
+def cache_folder_name(name: str) -> str:
+    """A representation's name made safe as a folder name: ``timm:resnet18:layer3`` → ``timm-resnet18-layer3``."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    return safe or "representation"
+
+
+def _start_manifest(representation: Representation, images: ImageDataset, root: Path, shard_size: int,
+                    dtype: str) -> None:
+    """Write the cache's ``cache.json``, or check that the one there was made with the same arguments."""
+    size = images.image_size
+    manifest = {"format": FORMAT, "representation": {"name": representation.name,
+                                                     "options": representation.config()},
+                "image_size": list(size), "feature_shape": list(representation.spec(size).shape),
+                "sources": images.sources, "count": len(images), "shard_size": shard_size, "feature_dtype": dtype}
+    existing = root / MANIFEST
+    if existing.exists():
+        previous = {"feature_dtype": "float32",  # caches made before the option stored float32
+                    **{k: v for k, v in read_manifest(root).items() if k != "repinv_version"}}
+        changed = [key for key in manifest if previous.get(key) != manifest[key]]
+        if changed:
+            raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "
+                             "choose another --out")
+    else:
+        write_json(existing, {**manifest, "repinv_version": VERSION})
+
+
+def _write_shards(representations: list[Representation], images: ImageDataset, roots: list[Path], shard_size: int,
                   batch_size: int, workers: int, dev: torch.device, show_progress: bool, dtype: torch.dtype) -> None:
-    """Compute and write every shard not written yet."""
+    """Compute and write every shard not written yet, of every cache (``representations[i]`` into ``roots[i]``)."""
     shards = math.ceil(len(images) / shard_size)
-    mode = feature_mode(representation)
-    per_image = representation if mode == "workers" else None
-    with progress_bar(f"features {representation.name}", total=len(images), enabled=show_progress) as advance:
+    first = representations[0]
+    mode = feature_mode(first)  # several representations are all batched (checked by the caller)
+    per_image = first if mode == "workers" else None
+    label = ", ".join(representation.name for representation in representations)
+    with progress_bar(f"features {label}", total=len(images), enabled=show_progress) as advance:
         for shard in range(shards):
             start, stop = shard * shard_size, min(len(images), (shard + 1) * shard_size)
-            path = _shard_path(root, shard)
-            if path.exists():
+            missing = [i for i, root in enumerate(roots) if not shard_path(root, shard).exists()]
+            if not missing:
                 advance(stop - start)
                 continue
             loader = DataLoader(_Crops(images, start, stop, per_image), batch_size=batch_size, num_workers=workers)
-            crops, features = [], []
-            for crop, computed in with_features(loader, representation, mode, dev):
-                assert computed is not None  # only training's "step" mode leaves features to later
+            crops: list[Tensor] = []
+            features: list[list[Tensor]] = [[] for _ in missing]
+            batches: Iterator[tuple[Tensor, list[Tensor | None]]]
+            if len(representations) == 1:
+                batches = ((crop, [computed]) for crop, computed in with_features(loader, first, mode, dev))
+            else:
+                batches = _together(loader, [representations[i] for i in missing], dev)
+            for crop, computed in batches:
                 crops.append(crop.cpu())
-                features.append(computed.cpu())
+                for part, tensor in zip(features, computed):
+                    assert tensor is not None  # only training's "step" mode leaves features to later
+                    part.append(tensor.cpu())
                 advance(len(crop))
-            save_tensors(path, _encode(torch.cat(crops), torch.cat(features), dtype), {"start": start, "stop": stop})
+            images_of_shard = torch.cat(crops)
+            for i, part in zip(missing, features):
+                save_tensors(shard_path(roots[i], shard), _encode(images_of_shard, torch.cat(part), dtype),
+                             {"start": start, "stop": stop})
 
 
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """What the cache at ``path`` holds (its ``cache.json``), without reading the shards.
-
-    Raises:
-        CacheError: ``path`` is not a cache, one in another format, or its ``cache.json`` is damaged (not JSON, or
-            fields missing or of the wrong kind).
-    """
-    manifest_path = Path(path) / MANIFEST
-    if not manifest_path.exists():
-        raise CacheError(f"{path} is not a feature cache (no {MANIFEST}); make one with `repinv features`")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, OSError) as error:  # UnicodeDecodeError is a ValueError
-        raise _damaged_manifest(manifest_path, f"not readable JSON: {error}") from None
-    if not isinstance(manifest, dict):
-        raise _damaged_manifest(manifest_path, f"a JSON {type(manifest).__name__}, not an object")
-    if manifest.get("format") != FORMAT:
-        raise CacheError(f"{path} has cache format {manifest.get('format')}, this repinv reads {FORMAT}; make it "
-                         "again with `repinv features`")
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise _damaged_manifest(manifest_path, problem)
-    return manifest
+def _together(loader: DataLoader[Any], representations: list[Representation], dev: torch.device
+              ) -> Iterator[tuple[Tensor, list[Tensor | None]]]:
+    """The loader's image batches on ``dev`` with every representation's features, computed together."""
+    for batch in loader:
+        crop = batch.to(dev, non_blocking=True)
+        with torch.no_grad():
+            computed: list[Tensor | None] = list(features_together(representations, crop))
+        yield crop, computed
 
 
-def _damaged_manifest(path: Path, problem: str) -> CacheError:
-    return CacheError(f"{path} is damaged or was edited by hand ({problem}): put back the original, or delete "
-                      f"{path.parent} and make the cache again with `repinv features`")
 
 
-def _positive_ints(value: Any, lengths: tuple[int, ...]) -> bool:
-    return isinstance(value, list) and len(value) in lengths and \
-        all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
 
 
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with the fields of a ``cache.json``, or ``None``."""
-    rep = manifest.get("representation")
-    if not (isinstance(rep, dict) and isinstance(rep.get("name"), str) and isinstance(rep.get("options"), dict)):
-        return "representation must be {name, options}"
-    if not _positive_ints(manifest.get("image_size"), (2,)):
-        return f"image_size must be two positive integers, not {manifest.get('image_size')!r}"
-    if not _positive_ints(manifest.get("feature_shape"), (1, 3)):
-        return f"feature_shape must be one or three positive integers, not {manifest.get('feature_shape')!r}"
-    sources = manifest.get("sources")
-    if not (isinstance(sources, list) and all(isinstance(source, str) for source in sources)):
-        return "sources must be a list of names"
-    for key in ("count", "shard_size"):
-        if not _positive_ints([manifest.get(key)], (1,)):
-            return f"{key} must be a positive integer, not {manifest.get(key)!r}"
-    if manifest.get("feature_dtype", "float32") not in FEATURE_DTYPES:
-        return f"feature_dtype must be one of {', '.join(FEATURE_DTYPES)}, not {manifest.get('feature_dtype')!r}"
-    return None
 
 
-def _shard_differs(path: Path, what: str) -> CacheError:
-    return CacheError(f"cache shard {path} does not match {path.parent / MANIFEST} ({what}): the manifest was edited "
-                      f"by hand or the shard comes from another cache; put back the original {MANIFEST}, or delete "
-                      f"{path.parent} and make the cache again with `repinv features`")
 
 
-def _check_range(path: Path, start: int, stop: int) -> None:
-    """Refuse a shard whose header does not record images ``start .. stop - 1`` (reads the header only).
-
-    Raises:
-        CacheError: the header is unreadable (a damaged shard) or records other images.
-    """
-    try:
-        recorded = read_metadata(path)
-    except CheckpointError:
-        raise _damaged_shard(path, "cut short, or not a safetensors file") from None
-    first, stop_at = recorded.get("start"), recorded.get("stop")
-    if (first, stop_at) != (start, stop):
-        held = f"images {first} to {stop_at - 1}" if isinstance(first, int) and isinstance(stop_at, int) else \
-            f"no image range ({recorded})"
-        raise _shard_differs(path, f"it holds {held}, the manifest puts images {start} to {stop - 1} there")
 
 
-def _check_shard(path: Path, shard: dict[str, Tensor], start: int, stop: int, manifest: dict[str, Any]) -> None:
-    """Refuse a shard whose tensors do not hold images ``start .. stop - 1`` as ``cache.json`` describes them.
-
-    Raises:
-        CacheError: naming the shard and what differs.
-    """
-    differs = functools.partial(_shard_differs, path)
-    count = stop - start
-    height, width = manifest["image_size"]
-    images = shard.get("images")
-    if images is None or tuple(images.shape) != (count, 3, height, width):
-        found = "no images" if images is None else f"images {tuple(images.shape)}"
-        raise differs(f"{found}, the manifest says {count} images of 3x{height}x{width}")
-    if images.dtype not in (torch.uint8, torch.float32):
-        raise _damaged_shard(path, f"images of type {images.dtype}")
-    shape = tuple(manifest["feature_shape"])
-    if len(shape) == 1:
-        features = shard.get("features")
-        if features is None or tuple(features.shape) != (count, *shape):
-            found = "feature maps" if features is None else f"features {tuple(features.shape)}"
-            raise differs(f"{found}, the manifest says {count} feature vectors of {shape[0]}")
-        return
-    channels, rows, columns = shape
-    if not all(k in shard for k in ("cell_values", "cell_index", "cell_counts")):
-        raise differs(f"feature vectors, the manifest says feature maps of {channels}x{rows}x{columns}")
-    values, index, counts = shard["cell_values"], shard["cell_index"], shard["cell_counts"]
-    if values.dim() != 2 or values.shape[1] != channels:
-        raise differs(f"cells of {tuple(values.shape[1:])} values, the manifest says {channels} channels")
-    if tuple(counts.shape) != (count,) or tuple(index.shape) != (values.shape[0],) or \
-            int(counts.sum()) != values.shape[0] or (count and int(counts.min()) < 0):
-        raise _damaged_shard(path, "its cell counts do not add up")
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= rows * columns):
-        raise differs(f"cell indices up to {int(index.max())}, the manifest says {rows}x{columns} cells")
 
 
-class FeatureCache(Dataset[tuple[Tensor, Tensor]]):
-    """A finished feature cache, read into memory: item ``i`` is ``(image, features)`` of the ``i``-th crop.
 
-    Args:
-        path: the cache directory.
 
-    Raises:
-        CacheError: not a cache, an unfinished one, one from an incompatible repinv, a damaged shard, or a
-            ``cache.json`` that does not match its shards or its representation (edited by hand); one line that
-            names the file and what to do.
-
-    Shape:
-        - image: ``(3, H, W)`` float32 in [0, 1]
-        - features: the representation's ``(C, h, w)`` or ``(D,)``
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.manifest = read_manifest(self.path)
-        count, shard_size = int(self.manifest["count"]), int(self.manifest["shard_size"])
-        ranges = [(s * shard_size, min(count, (s + 1) * shard_size)) for s in range(math.ceil(count / shard_size))]
-        paths = [_shard_path(self.path, s) for s in range(len(ranges))]
-        for path, (start, stop) in zip(paths, ranges):  # first: a count or shard size edited by hand shows here
-            if path.exists():
-                _check_range(path, start, stop)
-        extra = sorted(path.name for path in self.path.glob("shard-*.safetensors") if path not in paths)
-        if extra:
-            raise CacheError(f"{self.path} holds shards its {MANIFEST} does not count ({', '.join(extra[:3])}"
-                             f"{' …' if len(extra) > 3 else ''}): the manifest was edited by hand; put back the "
-                             f"original, or delete {self.path} and make the cache again with `repinv features`")
-        missing = [path.name for path in paths if not path.exists()]
-        if missing:
-            raise CacheError(f"{self.path} is unfinished ({len(missing)} shards missing, first {missing[0]}); run "
-                             "the same `repinv features` command again to finish it")
-        self.spec = FeatureSpec(tuple(self.manifest["feature_shape"]))
-        self._shards = []
-        for path, (start, stop) in zip(paths, ranges):
-            try:
-                shard = load_tensors(path)
-            except CheckpointError:
-                raise _damaged_shard(path, "cut short, or not a safetensors file") from None
-            _check_shard(path, shard, start, stop, self.manifest)
-            self._shards.append(shard)
-        self._check_spec()  # last: shards that do not fit the manifest are named first
-        for shard in self._shards:
-            if "cell_counts" in shard:  # row offsets of each image's cells, for random access
-                shard["cell_start"] = torch.cumsum(shard["cell_counts"], 0) - shard["cell_counts"]
-
-    def _check_spec(self) -> None:
-        """Refuse a manifest whose feature shape is not what its representation gives at its image size (an edited
-        ``cache.json`` whose shards still fit it, e.g. the same number of cells in another grid).
-
-        A representation no plugin registers here (one given as an instance) is not checked.
-        """
-        rep = self.manifest["representation"]
-        try:
-            shape = create_representation(rep["name"], **rep["options"]).spec(self.image_size).shape
-        except UnknownRepresentation:
-            return
-        except RepinvError as error:
-            raise _damaged_manifest(self.path / MANIFEST, f"its representation and image size do not fit: {error}") \
-                from None
-        if tuple(shape) != self.spec.shape:
-            height, width = self.image_size
-            raise _damaged_manifest(self.path / MANIFEST, f"feature_shape {list(self.spec.shape)}, but {rep['name']} "
-                                    f"{rep['options']} gives {list(shape)} at {height}x{width}")
-
-    @property
-    def rep(self) -> str:
-        """The representation's name."""
-        return str(self.manifest["representation"]["name"])
-
-    @property
-    def rep_options(self) -> dict[str, Any]:
-        """The options the representation was created with."""
-        return dict(self.manifest["representation"]["options"])
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(H, W)`` of the stored crops."""
-        height, width = self.manifest["image_size"]
-        return int(height), int(width)
-
-    def __len__(self) -> int:
-        return int(self.manifest["count"])
-
-    def describe(self) -> str:
-        """One line: how many images, of which representation, from where."""
-        return f"{len(self):,} cached {self.rep} features of {', '.join(self.manifest['sources'])}"
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} cached images")
-        shard = self._shards[index // int(self.manifest["shard_size"])]
-        i = index % int(self.manifest["shard_size"])
-        image = shard["images"][i]
-        image = image.float().div_(255.0) if image.dtype == torch.uint8 else image.clone()
-        if "features" in shard:
-            return image, shard["features"][i].to(torch.float32, copy=True)
-        channels, height, width = self.spec.shape
-        start = int(shard["cell_start"][i])
-        rows = slice(start, start + int(shard["cell_counts"][i]))
-        cells = torch.zeros(height * width, channels)
-        cells[shard["cell_index"][rows].long()] = shard["cell_values"][rows].float()
-        return image, cells.t().reshape(channels, height, width)
-
-    def images(self, count: int) -> Tensor:
-        """The first ``count`` crops, ``(count, 3, H, W)`` (fewer when the cache is smaller)."""
-        return torch.stack([self[i][0] for i in range(min(count, len(self)))])
 

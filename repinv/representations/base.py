@@ -25,6 +25,7 @@ __all__ = [
     "rgb_to_gray",
     "split_name",
     "as_feature_spec",
+    "features_together",
 ]
 
 #: ITU-R BT.601 luma weights (R, G, B), the grayscale conversion the paper's shallow features use.
@@ -142,8 +143,46 @@ class Representation(nn.Module, ABC):
         """
         return self
 
+    def forward_together(self, images: Tensor, others: Sequence[Representation]) -> list[Tensor] | None:
+        """The features of ``self`` and ``others`` on the same images, sharing work where possible (e.g. several
+        layers of one network from a single forward pass), or ``None`` when this representation cannot share it.
+
+        An override must give exactly what each representation's own ``forward`` gives. The base class shares
+        nothing; use :func:`features_together`, which falls back to calling each representation.
+
+        Args:
+            images: ``(B, 3, H, W)`` RGB images, float in [0, 1].
+            others: the other representations.
+
+        Returns:
+            ``[self(images), *(other(images) for other in others)]``, computed together; or ``None``.
+        """
+        return None
+
     def extra_repr(self) -> str:
         return f"name={self.name!r}, differentiable={self.differentiable}, per_image={self.per_image}"
+
+
+def features_together(representations: Sequence[Representation], images: Tensor) -> list[Tensor]:
+    """The features of every representation on ``images``, in order: computed together when the first one can
+    (:meth:`Representation.forward_together`), else by calling each representation in turn.
+
+    Args:
+        representations: the representations.
+        images: ``(B, 3, H, W)`` RGB images, float in [0, 1].
+
+    Returns:
+        One feature tensor per representation, each what ``representation(images)`` gives.
+    """
+    representations = list(representations)
+    if len(representations) > 1:
+        shared = representations[0].forward_together(images, representations[1:])
+        if shared is not None:
+            if len(shared) != len(representations):
+                raise ShapeError(f"{representations[0].name}.forward_together gave {len(shared)} feature tensors "
+                                 f"for {len(representations)} representations")
+            return shared
+    return [representation(images) for representation in representations]
 
 
 def split_name(name: str) -> tuple[str, str | None]:

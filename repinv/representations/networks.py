@@ -1,7 +1,8 @@
 """Layers of pretrained networks as representations: shared by the AlexNet and timm plugins (and third parties).
 
 * :func:`capture` takes one module's output with a temporary forward hook and stops the forward pass there, so
-  the model stays unmodified and no later layer runs;
+  the model stays unmodified and no later layer runs; :func:`capture_many` takes several modules' outputs from one
+  pass, stopped once the last of them has run;
 * :func:`read_state_dict` and :func:`check_state_dict` read a local weights file safely and refuse one that does
   not fit, naming the keys (a file that lacks only BatchNorm's ``num_batches_tracked`` counters fits);
 * :class:`DeferredWeights` lets a representation load its weights on first use (``forward``, ``state_dict``,
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,7 +23,8 @@ from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError
 
-__all__ = ["capture", "read_state_dict", "check_state_dict", "parse_weights", "WEIGHT_SUFFIXES", "DeferredWeights",
+__all__ = ["capture", "capture_many", "same_network", "read_state_dict",
+           "check_state_dict", "parse_weights", "WEIGHT_SUFFIXES", "DeferredWeights",
            "describe_error"]
 
 
@@ -61,6 +63,72 @@ def capture(model: nn.Module, module: nn.Module, inputs: Tensor) -> Any:
     finally:
         handle.remove()
     raise ShapeError("the forward pass never reached the requested module (this model does not use it)")
+
+
+def capture_many(model: nn.Module, modules: Sequence[nn.Module], inputs: Tensor) -> list[Any]:
+    """Run ``model`` on ``inputs`` once, until every module of ``modules`` has produced its output, and return them.
+
+    As :func:`capture`, with temporary forward hooks on every module: the pass stops once all have run (nothing
+    after the last is computed), and the model is left exactly as it was. A module called several times in one pass
+    gives its first output; a module listed twice gives the same output twice.
+
+    Args:
+        model: the network.
+        modules: some of its submodules.
+        inputs: the network's input.
+
+    Returns:
+        What each module returned, in the order of ``modules``.
+
+    Raises:
+        ShapeError: the forward pass never called some of the modules (named).
+    """
+    modules = list(modules)
+    unique = list({id(module): module for module in modules}.values())
+    if not unique:
+        return []
+    captured: dict[int, Any] = {}
+
+    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+        captured.setdefault(id(module), output)
+        if len(captured) == len(unique):
+            raise _Stop
+
+    handles = [module.register_forward_hook(hook) for module in unique]
+    try:
+        model(inputs)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    missing = [module for module in unique if id(module) not in captured]
+    if missing:
+        names = {id(module): name for name, module in model.named_modules()}
+        described = ", ".join(names.get(id(module)) or type(module).__name__ for module in missing)
+        raise ShapeError(f"the forward pass never reached module(s) {described} (this model does not use them)")
+    return [captured[id(module)] for module in modules]
+
+
+def same_network(first: nn.Module, second: nn.Module) -> bool:
+    """Whether two models compute the same thing: the same class, mode, parameters and buffers (names, devices,
+    dtypes, layouts and values), so one forward pass of ``first`` stands for one of ``second``."""
+    if first is second:
+        return True
+    if type(first) is not type(second) or \
+            [m.training for m in first.modules()] != [m.training for m in second.modules()]:
+        return False
+    ours, theirs = nn.Module.state_dict(first, keep_vars=True), nn.Module.state_dict(second, keep_vars=True)
+    if list(ours) != list(theirs):
+        return False
+    for key, tensor in ours.items():
+        other = theirs[key]
+        if (tensor.device, tensor.dtype, tensor.shape, tensor.stride()) != \
+                (other.device, other.dtype, other.shape, other.stride()):
+            return False
+        if tensor.data_ptr() != other.data_ptr() and not torch.equal(tensor, other):
+            return False
+    return True
 
 
 #: File suffixes the ``weights`` option of a network layer reads as a local weights file.
