@@ -62,10 +62,6 @@ CACHE_OPTIONS = (Option("shard_size", 1024, int, "images per shard file", minimu
                  Option("dtype", "float32", FEATURE_DTYPES, "how feature values are stored (float32: exactly)"))
 
 
-
-
-
-
 @contextmanager
 def _writing(root: Path) -> Iterator[None]:
     """Hold the cache folder for this process while it writes there (see the module docstring)."""
@@ -272,20 +268,5 @@ def _together(loader: DataLoader[Any], representations: list[Representation], de
         with torch.no_grad():
             computed: list[Tensor | None] = list(features_together(representations, crop))
         yield crop, computed
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
