@@ -17,7 +17,7 @@ from repinv.cli import cli
 
 
 def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "120"}).invoke(cli, list(args), catch_exceptions=False)  # room for every metric
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_evaluate_prints_table_and_writes_json_and_grid(trained_run, photo_folde
     assert "normalized error" in result.output and "mean image" in result.output
     scores = json.loads(out.read_text())
     assert scores["images"] == 12
-    assert set(scores["decoder"]) == {"normalized_error", "psnr", "ssim", "feature_error"}
-    assert set(scores["mean_image"]) == {"normalized_error", "psnr", "ssim"}
+    assert set(scores["decoder"]) == {"normalized_error", "psnr", "ssim", "feature_error", "colour_error", "layout_error"}
+    assert set(scores["mean_image"]) == {"normalized_error", "psnr", "ssim", "colour_error", "layout_error"}
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 

@@ -57,6 +57,7 @@ from repinv.representations.networks import (
     DeferredWeights,
     capture,
     capture_many,
+    record_outputs,
     describe_error,
     parse_weights,
     read_state_dict,
@@ -394,10 +395,12 @@ class TimmLayer(DeferredWeights, Representation):
     def forward_together(self, images: Tensor, others: Sequence[Representation]) -> list[Tensor] | None:
         """The features of this layer and of other layers of the same model, from one forward pass.
 
-        Shared when every one of ``others`` is a module layer (not ``pooled`` or ``logits``) of the same timm model
-        with the same weights, seed and tag (their networks equal, parameter by parameter); ``layout`` may differ.
-        The images are prepared once and each layer's output taken from the same pass (:func:`capture_many`), so
-        every feature tensor is exactly what the layer's own :meth:`forward` gives.
+        Shared when every one of ``others`` is a layer of the same timm model with the same weights, seed and tag
+        (their networks equal, parameter by parameter); ``layout`` may differ. The images are prepared once and
+        each layer's output taken from the same pass, so every feature tensor is exactly what the layer's own
+        :meth:`forward` gives: module layers by forward hooks (:func:`capture_many`, which stops after the last of
+        them); with ``pooled`` or ``logits`` among them, the body runs once (:func:`record_outputs`) and the head
+        on its output (timm's ``forward`` is ``forward_head(forward_features(x))``).
 
         Returns:
             The features of ``self`` and ``others``, in order; ``None`` when they cannot share the pass.
@@ -408,17 +411,28 @@ class TimmLayer(DeferredWeights, Representation):
                     _without_layout(other.config()) != _without_layout(self.config()):
                 return None
             group.append(other)
-        if any(layer.layer in HEAD_LAYERS for layer in group):
-            return None
         check_images(images)
         for layer in group:
             layer.load_weights()
         if not all(same_network(self.model, layer.model) for layer in group[1:]) or \
                 not all(torch.equal(self.mean, layer.mean) and torch.equal(self.std, layer.std) for layer in group):
             return None
-        outputs = capture_many(self.model, [self.model.get_submodule(layer.layer) for layer in group],
-                               self._prepare(images))
-        return [layer._shaped(self.model, output, images.shape[0]) for layer, output in zip(group, outputs)]
+        model, inputs = self.model, self._prepare(images)
+        heads = [layer.layer for layer in group if layer.layer in HEAD_LAYERS]
+        bodies = [layer.layer for layer in group if layer.layer not in HEAD_LAYERS]
+        modules = [model.get_submodule(name) for name in bodies]
+        if not heads:
+            outputs = dict(zip(bodies, capture_many(model, modules, inputs)))
+        elif not isinstance(model, _PreLogits):
+            return None
+        else:
+            def body_then_heads() -> dict[str, Any]:
+                features = model.forward_features(inputs)
+                return {name: model.forward_head(features, pre_logits=name == "pooled") for name in heads}
+
+            outputs, taken = record_outputs(model, modules, body_then_heads)
+            outputs.update(zip(bodies, taken))
+        return [layer._shaped(model, outputs[layer.layer], images.shape[0]) for layer in group]
 
     def spec(self, image_size: tuple[int, int]) -> FeatureSpec:
         """The feature shape; the same for every image size (images are resized). Loads no weights.

@@ -3,7 +3,11 @@
 * normalized reconstruction error (the paper's): mean over test images of ``‖x − x̂‖₂ / N``, where ``N`` is the
   mean Euclidean distance between pairs of test images;
 * PSNR and SSIM (Gaussian window 11, σ 1.5, the constants of Wang et al. 2004, mean over RGB channels);
-* feature-space error ``‖Φ(x̂) − Φ(x)‖² / mean pairwise ‖Φ(x_i) − Φ(x_j)‖²`` (Mahendran & Vedaldi's scale).
+* feature-space error ``‖Φ(x̂) − Φ(x)‖² / mean pairwise ‖Φ(x_i) − Φ(x_j)‖²`` (Mahendran & Vedaldi's scale);
+* colour error: the normalized error of the images' mean colours (each image reduced to its three per-channel
+  means), and layout error: the normalized error of the images reduced to 4x4 block means. Both say what survives
+  when the detail is gone (the paper's "colour and rough contours survive up to fc8"): 0 is exact, about 1 is no
+  closer than another test photo.
 
 Reconstructions are clamped to [0, 1] before any metric: they are images, and a decoder must not score better by
 predicting values no photo has. The pairwise normalizers use every pair of a seeded uniform reservoir of up to
@@ -21,7 +25,7 @@ from torch import Tensor
 
 from repinv.utils import check_shape
 
-__all__ = ["METRICS", "metric_columns", "psnr", "ssim", "mean_pairwise_distance", "Reservoir", "MethodScores",
+__all__ = ["METRICS", "metric_columns", "psnr", "ssim", "colour_and_layout", "mean_pairwise_distance", "Reservoir", "MethodScores",
            "ErrorScale"]
 
 
@@ -29,6 +33,7 @@ __all__ = ["METRICS", "metric_columns", "psnr", "ssim", "mean_pairwise_distance"
 #: (evaluate, analyze, compare) and their tables and CSV files all use this one list.
 METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
            ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
+           ("colour_error", "colour ↓", "{:.3f}"), ("layout_error", "layout ↓", "{:.3f}"),
            ("feature_change", "‖Φ′−Φ‖/‖Φ‖", "{:.3f}"), ("seconds_per_image", "s / image ↓", "{:.3g}"))
 
 
@@ -79,6 +84,19 @@ def ssim(images: Tensor, reconstructions: Tensor, window: int = 11, sigma: float
     c1, c2 = 0.01**2, 0.03**2
     score = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return score.flatten(1).mean(1)
+
+
+#: Side of the block-mean grid the layout error compares.
+LAYOUT_GRID = 4
+
+
+def colour_and_layout(images: Tensor) -> tuple[Tensor, Tensor]:
+    """The coarse summaries the colour and layout errors compare.
+
+    Shape:
+        images: ``(B, C, H, W)``; returns ``(B, C)`` per-channel means and ``(B, C, 4, 4)`` block means.
+    """
+    return images.mean(dim=(-2, -1)), F.adaptive_avg_pool2d(images, LAYOUT_GRID)
 
 
 def mean_pairwise_distance(samples: Tensor, squared: bool = False, chunk: int = 256) -> float:
@@ -137,6 +155,8 @@ class MethodScores:
     ssim_count: int = 0  # images large enough for SSIM's 11x11 window
     feature_distance: float = 0.0  # sum of ‖Φ(x̂) − Φ(x)‖²
     feature_count: int = 0
+    colour_distance: float = 0.0  # sum of the distances between mean colours
+    layout_distance: float = 0.0  # sum of the distances between 4x4 block means
 
     def add(self, images: Tensor, reconstructions: Tensor, features: Tensor | None = None,
             reconstruction_features: Tensor | None = None) -> None:
@@ -145,6 +165,10 @@ class MethodScores:
         self.count += images.shape[0]
         self.distance += (images - reconstructions).flatten(1).norm(dim=1).double().sum().item()
         self.psnr += psnr(images, reconstructions).double().sum().item()
+        for name, original, reconstructed in zip(("colour_distance", "layout_distance"),
+                                                 colour_and_layout(images), colour_and_layout(reconstructions)):
+            distance = (original - reconstructed).flatten(1).norm(dim=1).double().sum().item()
+            setattr(self, name, getattr(self, name) + distance)
         if min(images.shape[-2:]) >= 11:
             self.ssim += ssim(images, reconstructions).double().sum().item()
             self.ssim_count += images.shape[0]
@@ -177,11 +201,16 @@ class ErrorScale:
         """Turn a method's sums into the reported metrics."""
         if scores.count == 0:
             raise ValueError("no images were evaluated")
-        image_scale = mean_pairwise_distance(self._images.stack()) if self._images.seen >= 2 else math.nan
+        scales = [math.nan] * 3
+        if self._images.seen >= 2:
+            reference = self._images.stack().float()
+            scales = [mean_pairwise_distance(summary) for summary in (reference, *colour_and_layout(reference))]
         result = {
-            "normalized_error": scores.distance / scores.count / image_scale,
+            "normalized_error": scores.distance / scores.count / scales[0],
             "psnr": scores.psnr / scores.count,
             "ssim": scores.ssim / scores.ssim_count if scores.ssim_count else math.nan,
+            "colour_error": scores.colour_distance / scores.count / scales[1],
+            "layout_error": scores.layout_distance / scores.count / scales[2],
         }
         if scores.feature_count and self._features.seen >= 2:
             feature_scale = mean_pairwise_distance(self._features.stack(), squared=True)

@@ -2,7 +2,8 @@
 
 * :func:`capture` takes one module's output with a temporary forward hook and stops the forward pass there, so
   the model stays unmodified and no later layer runs; :func:`capture_many` takes several modules' outputs from one
-  pass, stopped once the last of them has run;
+  pass, stopped once the last of them has run; :func:`record_outputs` takes them from a computation that runs to
+  its end (a network's head after its body);
 * :func:`read_state_dict` and :func:`check_state_dict` read a local weights file safely and refuse one that does
   not fit, naming the keys (a file that lacks only BatchNorm's ``num_batches_tracked`` counters fits);
 * :class:`DeferredWeights` lets a representation load its weights on first use (``forward``, ``state_dict``,
@@ -14,18 +15,21 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
 import torch
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, ShapeError
 
-__all__ = ["capture", "capture_many", "same_network", "read_state_dict",
+__all__ = ["capture", "capture_many", "record_outputs", "same_network", "read_state_dict",
            "check_state_dict", "parse_weights", "WEIGHT_SUFFIXES", "DeferredWeights",
            "describe_error"]
+
+
+T = TypeVar("T")
 
 
 class _Stop(Exception):
@@ -83,20 +87,45 @@ def capture_many(model: nn.Module, modules: Sequence[nn.Module], inputs: Tensor)
     Raises:
         ShapeError: the forward pass never called some of the modules (named).
     """
+    return _recording(model, modules, lambda: model(inputs), stop=True)[1]
+
+
+def record_outputs(model: nn.Module, modules: Sequence[nn.Module], compute: Callable[[], T]) -> tuple[T, list[Any]]:
+    """Call ``compute`` (some forward computation of ``model``) once, with temporary forward hooks taking each
+    module's first output; unlike :func:`capture_many`, nothing is cut short, so ``compute`` can also return what
+    comes after the modules (a network's head).
+
+    Args:
+        model: the network (names the modules in errors).
+        modules: some of its submodules.
+        compute: runs the forward computation.
+
+    Returns:
+        What ``compute`` returned, and what each module returned, in the order of ``modules``.
+
+    Raises:
+        ShapeError: ``compute`` never called some of the modules (named).
+    """
+    result, outputs = _recording(model, modules, compute, stop=False)
+    return cast(T, result), outputs  # not cut short, so compute returned
+
+
+def _recording(model: nn.Module, modules: Sequence[nn.Module], compute: Callable[[], T],
+               stop: bool) -> tuple[T | None, list[Any]]:
     modules = list(modules)
     unique = list({id(module): module for module in modules}.values())
-    if not unique:
-        return []
     captured: dict[int, Any] = {}
 
     def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
         captured.setdefault(id(module), output)
-        if len(captured) == len(unique):
+        if stop and len(captured) == len(unique):
             raise _Stop
 
     handles = [module.register_forward_hook(hook) for module in unique]
+    result = None
     try:
-        model(inputs)
+        if unique or not stop:
+            result = compute()
     except _Stop:
         pass
     finally:
@@ -107,7 +136,7 @@ def capture_many(model: nn.Module, modules: Sequence[nn.Module], inputs: Tensor)
         names = {id(module): name for name, module in model.named_modules()}
         described = ", ".join(names.get(id(module)) or type(module).__name__ for module in missing)
         raise ShapeError(f"the forward pass never reached module(s) {described} (this model does not use them)")
-    return [captured[id(module)] for module in modules]
+    return result, [captured[id(module)] for module in modules]
 
 
 def same_network(first: nn.Module, second: nn.Module) -> bool:

@@ -73,3 +73,27 @@ def test_reconstructions_are_clamped_before_scoring():
     scale.add(torch.stack([images[0], images[0] * 0]))
     scores.add(images, images + 5.0)
     assert scale.summarize(scores)["normalized_error"] == 0.0
+
+
+def test_colour_error_sees_only_mean_colours_and_layout_error_only_block_means():
+    """Shuffling pixels within 16x16 blocks keeps both; a colour shift moves the colour error; swapping the image's
+    halves keeps the mean colours but not the layout."""
+    torch.manual_seed(0)
+    images = torch.rand(6, 3, 64, 64) * 0.5 + 0.25
+    blocks = images.unfold(2, 16, 16).unfold(3, 16, 16).reshape(6, 3, 4, 4, 256)
+    shuffled = blocks[..., torch.randperm(256)].reshape(6, 3, 4, 4, 16, 16).permute(0, 1, 2, 4, 3, 5)
+    shuffled = shuffled.reshape(6, 3, 64, 64)
+    shifted = (images + torch.tensor([0.2, 0.0, -0.2]).view(1, 3, 1, 1)).clamp(0, 1)
+    swapped = images.roll(32, dims=-1)
+    errors = {}
+    for name, reconstructions in (("shuffled", shuffled), ("shifted", shifted), ("swapped", swapped)):
+        scale, scores = ErrorScale(), MethodScores()
+        scale.add(images)
+        scores.add(images, reconstructions)
+        errors[name] = scale.summarize(scores)
+    assert errors["shuffled"]["colour_error"] == pytest.approx(0, abs=1e-5)
+    assert errors["shuffled"]["layout_error"] == pytest.approx(0, abs=1e-5)
+    assert errors["shuffled"]["normalized_error"] > 0.5
+    assert errors["shifted"]["colour_error"] > 1.0  # far more than the photos' own colour differences
+    assert errors["swapped"]["colour_error"] == pytest.approx(0, abs=1e-5)
+    assert errors["swapped"]["layout_error"] > 0.5

@@ -21,7 +21,7 @@ from repinv.training.loop import train
 
 
 def _invoke(*args: str):
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return CliRunner(env={"COLUMNS": "120"}).invoke(cli, list(args), catch_exceptions=False)  # room for every metric
 
 
 def _train(data, out, steps=2, **overrides):
@@ -60,7 +60,7 @@ def test_analyze_api_is_json_able_and_consistent(runs, photo_folder):
         assert rows[identity]["normalized_error"] == pytest.approx(rows[REFERENCE]["normalized_error"], rel=1e-6)
         assert rows[identity]["feature_change"] == pytest.approx(0, abs=1e-6)
     assert rows["dropout"]["feature_change"] > 0.3
-    assert set(entry["baseline"]) == {"normalized_error", "psnr", "ssim"}
+    assert set(entry["baseline"]) == {"normalized_error", "psnr", "ssim", "colour_error", "layout_error"}
     # the batch size changes nothing: each image has its own random stream
     again = analyze([inverter], str(photo_folder), ["dropout"], batch_size=12, seed=1)
     assert again["checkpoints"][0]["results"]["dropout"] == pytest.approx(rows["dropout"])

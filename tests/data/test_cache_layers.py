@@ -16,7 +16,7 @@ from repinv.data.cache import FeatureCache, cache_features, cache_folder_name
 from repinv.errors import InvalidOption, ShapeError
 from repinv.registry.factories import create_representation
 from repinv.representations.base import Representation, features_together
-from repinv.representations.networks import capture, capture_many
+from repinv.representations.networks import capture, capture_many, record_outputs
 
 RESNET = ["timm:resnet18:layer1", "timm:resnet18:layer2"]
 ALEXNET = ["alexnet:conv2", "alexnet:conv4"]
@@ -73,12 +73,17 @@ def test_folder_names_are_safe():
     assert cache_folder_name("alexnet:conv5") == "alexnet-conv5"
 
 
-def test_forward_together_equals_forward_exactly():
-    representations = _create(RESNET + ["timm:resnet18:conv1"])
+@pytest.mark.parametrize("names", [RESNET + ["timm:resnet18:conv1"],
+                                   ["timm:resnet18:logits", RESNET[1], "timm:resnet18:pooled", "timm:resnet18:fc"]],
+                         ids=["modules", "with-the-head"])
+def test_forward_together_equals_forward_exactly(names):
+    representations = _create(names)
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    calls = _count_passes(representations)
     with torch.no_grad():
         shared = representations[0].forward_together(images, representations[1:])
         assert shared is not None
+        assert calls[0] == 1  # one pass of the body for every layer, the head included
         for representation, features in zip(representations, shared):
             assert torch.equal(features, representation(images))
 
@@ -87,7 +92,8 @@ def test_forward_together_refuses_what_it_cannot_share():
     resnet, other_seed = _create(RESNET[:1])[0], create_representation("timm:resnet18:layer2", weights="none", seed=1)
     images = torch.rand(2, 3, 32, 32)
     assert resnet.forward_together(images, [other_seed]) is None
-    assert resnet.forward_together(images, [create_representation("timm:resnet18:logits", weights="none")]) is None
+    assert resnet.forward_together(images, [create_representation("timm:resnet18:logits", weights="none",
+                                                                   seed=1)]) is None
     assert resnet.forward_together(images, _create(ALEXNET[:1])) is None
     changed = create_representation("timm:resnet18:layer2", weights="none")
     with torch.no_grad():
@@ -124,6 +130,17 @@ def test_capture_many_leaves_the_model_untouched():
     assert not model._forward_hooks and all(not m._forward_hooks for m in list(model)[:5])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert capture_many(model, [], inputs) == []
+
+
+def test_record_outputs_runs_to_the_end():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    inputs = torch.rand(2, 3, 8, 8)
+    result, (relu, conv) = record_outputs(model, [model[1], model[0]], lambda: model(inputs))
+    assert torch.equal(result, model(inputs))
+    assert torch.equal(relu, capture(model, model[1], inputs)) and torch.equal(conv, capture(model, model[0], inputs))
+    assert not model._forward_hooks and all(not m._forward_hooks for m in model)
+    with pytest.raises(ShapeError, match="never reached"):
+        record_outputs(model, [model[3]], lambda: model[0](inputs))
 
 
 def test_capture_many_names_a_module_never_called():
