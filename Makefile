@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test test-quick check install clean
+.PHONY: demo study test test-quick check install clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(INSTALLED)
 	rm -rf runs/demo
 	$(BIN)/repinv train --recipe demo --out runs/demo
 	$(BIN)/repinv evaluate --checkpoint runs/demo --data builtin:test --grid runs/demo/held-out.png
+
+# What a trained network keeps (docs/findings.md): EfficientNet-Lite0's layers from ../shared/models, trained against
+# random weights, on the shared Tiny ImageNet shards; about 100 minutes on 2 cores, resumable (run it again).
+study: $(INSTALLED)
+	$(BIN)/python bench/layer_study.py --out runs/study-lite0
 
 # The whole suite, after the linter and the type checker (strict, on repinv/ and plugins/).
 test: check

@@ -1,11 +1,12 @@
-"""What a trained network keeps, layer by layer: the paper's section 4 on EfficientNet-Lite0 (one resumable command).
+"""What a trained network keeps, layer by layer: the paper's section 4 on a real network (one resumable command).
 
-    python bench/layer_study.py                        # ../shared/models' trained Lite0; about 100 min on 2 cores
-    python bench/layer_study.py --weights my.safetensors --out runs/study
+    python bench/layer_study.py                        # ../shared/models' trained EfficientNet-Lite0, 8 layers
+    python bench/layer_study.py --model resnet50 --weights resnet50.safetensors \
+        --layers layer1 layer2 layer3 layer4 pooled logits --out runs/study-resnet50     # any timm backbone
     python bench/layer_study.py --steps 20 --train-images 256 --val-images 64 --out /tmp/smoke   # a quick check
 
 For the trained weights and for ``weights=none`` (the same architecture, random), with one budget for every layer
-(the ``lite0-*`` recipes: same steps, batch, width and schedule):
+(the ``lite0-*`` recipes: same steps, batch, width and schedule; another model's layers get the same budget):
 
 1. caches the features of a fixed training subset (the first 10,000 images of ``train-000.tar``, 64x64, which the
    network sees at 224x224) for all eight layers from one pass over the images (float16);
@@ -36,20 +37,20 @@ from common import shards, subset_tar
 from repinv import analyze, load_decoder, make_config, resume, sample_images, train, write_interpolation_strip
 from repinv.analysis.perturbations import apply_perturbation
 from repinv.analysis.studies import MEAN_IMAGE, REFERENCE
-from repinv.data.cache import cache_features, cache_folder_name
+from repinv.data.cache import FeatureCache, cache_features, cache_folder_name
 from repinv.data.sources import ImageDataset, default_data_root, evaluation_loader
 from repinv.files import write_json
-from repinv.inversion.decoder import DecoderInverter
 from repinv.pictures import write_image_table
 from repinv.rundir import RunDir
 
 TRAINED = default_data_root().parent / "models" / "tf_efficientnet_lite0.safetensors"
 MODEL = "tf_efficientnet_lite0"
-#: Layer -> its recipe, shallow to deep. Post-activation points (non-negative) are where binarizing means something.
+#: EfficientNet-Lite0's studied layers, shallow to deep, and their recipes (one budget: only the layer differs).
 LAYERS = {"blocks.1": "lite0-blocks1", "blocks.2": "lite0-blocks2", "blocks.3": "lite0-blocks3",
           "blocks.4": "lite0-blocks4", "blocks.5": "lite0-blocks5", "blocks.5.0.bn2": "lite0-blocks5-relu6",
           "pooled": "lite0-pooled", "logits": "lite0-logits"}
-POST_ACTIVATION = ("blocks.5.0.bn2", "pooled")
+#: The budget recipe for another model's layers (training from a cache takes the layer from the cache).
+BUDGET = "lite0-logits"
 PERTURBATIONS = ["dropout:0.5", "binarize"]
 TOP_K = ["keep-top:5", "drop-top:5"]
 FIGURE_PHOTOS = 8
@@ -65,6 +66,7 @@ class Study:
         self.record: dict[str, Any] = (json.loads(self.record_file.read_text()) if self.record_file.is_file()
                                        else {"seconds": {}, "results": {}})
         self.weights = {"trained": args.weights, "random": "none"}
+        self.layers: list[str] = args.layers
 
     def save(self) -> None:
         write_json(self.record_file, self.record)
@@ -91,7 +93,7 @@ class Study:
         return str(root / "val-000.tar")
 
     def reps(self) -> list[str]:
-        return [f"timm:{MODEL}:{layer}" for layer in self.args.layers]
+        return [f"timm:{self.args.model}:{layer}" for layer in self.layers]
 
     def cache_dir(self, weights: str) -> Path:
         return self.out / "features" / weights
@@ -107,12 +109,13 @@ class Study:
     # -- decoders ----------------------------------------------------------------------------------------------
     def training(self) -> None:
         for name in self.weights:
-            for layer, rep in zip(self.args.layers, self.reps()):
+            for layer, rep in zip(self.layers, self.reps()):
                 run = self.run_dir(name, layer)
                 overrides: dict[str, Any] = {"workers": 0}
                 if self.args.steps is not None:
                     overrides["steps"] = self.args.steps
-                config = make_config(LAYERS[layer], features=str(self.cache_dir(name) / cache_folder_name(rep)),
+                recipe = LAYERS[layer] if self.args.model == MODEL else BUDGET
+                config = make_config(recipe, features=str(self.cache_dir(name) / cache_folder_name(rep)),
                                      **overrides)
                 if not RunDir(run).holds_state():
                     print(f"-- {name} {layer}: training", flush=True)
@@ -121,19 +124,27 @@ class Study:
                     print(f"-- {name} {layer}: resuming", flush=True)
                     resume(run)
 
-    def inverters(self, name: str) -> list[DecoderInverter]:
-        return [load_decoder(self.run_dir(name, layer), "cpu") for layer in self.args.layers]
+    def post_activation(self) -> list[str]:
+        """The layers whose features are never negative (after a ReLU-like activation): where binarizing, which
+        keeps signs, means something (on signed, linear outputs it does not)."""
+        cache = self.cache_dir("trained")
+        found = self.record.setdefault("non_negative", {})
+        for layer, rep in zip(self.layers, self.reps()):
+            if layer not in found:
+                features = FeatureCache(cache / cache_folder_name(rep))
+                found[layer] = all(bool((features[i][1] >= 0).all()) for i in range(min(256, len(features))))
+        return [layer for layer in self.layers if found[layer]]
 
     # -- scores ------------------------------------------------------------------------------------------------
     def analysis(self) -> None:
         results = self.record["results"].setdefault("analysis", {})
         for name in self.weights:
-            runs = [self.run_dir(name, layer) for layer in self.args.layers]
+            runs = [self.run_dir(name, layer) for layer in self.layers]
             if name not in results:
                 results[name] = analyze(runs, self.val_data(), PERTURBATIONS, out=self.out / "analysis" / name,
                                         limit=self.args.val_images, device="cpu", show_progress=True)
                 self.save()
-            if "logits" in self.args.layers and f"{name}-logits" not in results:
+            if "logits" in self.layers and f"{name}-logits" not in results:
                 results[f"{name}-logits"] = analyze([self.run_dir(name, "logits")], self.val_data(), TOP_K,
                                                     out=self.out / "analysis" / f"{name}-logits",
                                                     limit=self.args.val_images, device="cpu", show_progress=True)
@@ -144,7 +155,7 @@ class Study:
         """Does the trained network still classify its reconstructions as it classified the photos? The share of
         validation images whose top-1 class on the reconstruction equals that on the photo, per feature
         perturbation of the logits' decoder."""
-        if "logits" not in self.args.layers or "recognition" in self.record["results"]:
+        if "logits" not in self.layers or "recognition" in self.record["results"]:
             return
         inverter = load_decoder(self.run_dir("trained", "logits"), "cpu")
         network = inverter.representation
@@ -177,60 +188,60 @@ class Study:
     def figures(self) -> None:
         photos = self.figure_photos()
         columns, labels = [photos], ["photo"]
-        for layer in self.args.layers:
+        for layer in self.layers:
             for name in self.weights:
                 inverter = load_decoder(self.run_dir(name, layer), "cpu")
                 columns.append(inverter.decode(inverter.features(photos)).clamp(0, 1))
-                labels.append(f"{layer.removeprefix('blocks.')}-{name}")
+                labels.append(f"{layer} {name}")
         write_image_table(columns, self.out / "figure5-layers.png", labels)
         self.plot_per_layer()
-        deep = "pooled" if "pooled" in self.args.layers else self.args.layers[-1]
+        deep = "pooled" if "pooled" in self.layers else self.layers[-1]
         write_interpolation_strip(load_decoder(self.run_dir("trained", deep), "cpu"), photos[0], photos[1],
                                   self.out / f"interpolation-{deep}.png", steps=8)
-        deepest = load_decoder(self.run_dir("trained", self.args.layers[-1]), "cpu")
+        deepest = load_decoder(self.run_dir("trained", self.layers[-1]), "cpu")
         _, summary = sample_images(deepest, self.train_data(), "histogram", n=16, limit=1024,
-                                   grid=self.out / f"samples-{self.args.layers[-1]}.png")
+                                   grid=self.out / f"samples-{self.layers[-1]}.png")
         self.record["results"]["samples"] = summary
 
     def rows(self, name: str) -> dict[str, dict[str, Any]]:
         """Layer -> the analysis entry of that layer's decoder."""
-        return {layer: entry for layer, entry in zip(self.args.layers,
-                                                     self.record["results"]["analysis"][name]["checkpoints"])}
+        return dict(zip(self.layers, self.record["results"]["analysis"][name]["checkpoints"]))
 
     def plot_per_layer(self) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        x = list(range(len(self.args.layers)))
+        x = list(range(len(self.layers)))
+        post_activation = self.post_activation()
         figure = Figure(figsize=(12, 4.2), dpi=120)
         FigureCanvasAgg(figure)
         panels = figure.subplots(1, 3, sharey=False)
         for axes, name in zip(panels[:2], self.weights):
             rows = self.rows(name)
             for perturbation, label in ((REFERENCE, "no perturbation"), ("dropout:0.5", "dropout 50%")):
-                axes.plot(x, [rows[layer]["results"][perturbation]["normalized_error"] for layer in self.args.layers],
+                axes.plot(x, [rows[layer]["results"][perturbation]["normalized_error"] for layer in self.layers],
                           marker="o", label=label)
-            binarized = [i for i, layer in enumerate(self.args.layers) if layer in POST_ACTIVATION]
-            axes.plot(binarized, [rows[self.args.layers[i]]["results"]["binarize"]["normalized_error"]
-                                  for i in binarized], marker="s", linestyle="none", label="binarize (post-ReLU6)")
+            binarized = [i for i, layer in enumerate(self.layers) if layer in post_activation]
+            axes.plot(binarized, [rows[self.layers[i]]["results"]["binarize"]["normalized_error"] for i in binarized],
+                      marker="s", linestyle="none", label="binarize (non-negative layers)")
             logits = self.record["results"]["analysis"].get(f"{name}-logits")
             if logits:
                 for perturbation, marker in zip(TOP_K, ("^", "v")):
                     axes.plot([x[-1]], [logits["checkpoints"][0]["results"][perturbation]["normalized_error"]],
                               marker=marker, linestyle="none", label=perturbation)
-            axes.plot(x, [rows[layer]["baseline"]["normalized_error"] for layer in self.args.layers], color="gray",
+            axes.plot(x, [rows[layer]["baseline"]["normalized_error"] for layer in self.layers], color="gray",
                       linestyle="--", label=MEAN_IMAGE)
             axes.set_title(f"{name} network: reconstruction error")
         trained, random = self.rows("trained"), self.rows("random")
         for metric, style in (("colour_error", "-"), ("layout_error", ":")):
             for name, rows, colour in (("trained", trained, "C0"), ("random", random, "C3")):
-                panels[2].plot(x, [rows[layer]["results"][REFERENCE][metric] for layer in self.args.layers],
+                panels[2].plot(x, [rows[layer]["results"][REFERENCE][metric] for layer in self.layers],
                                marker="o", linestyle=style, color=colour, label=f"{metric.split('_')[0]}, {name}")
-            panels[2].plot(x, [trained[layer]["baseline"][metric] for layer in self.args.layers], color="gray",
+            panels[2].plot(x, [trained[layer]["baseline"][metric] for layer in self.layers], color="gray",
                            linestyle=style, label=f"{metric.split('_')[0]}, mean image")
         panels[2].set_title("colour and 4x4 layout errors")
         for axes in panels:
-            axes.set_xticks(x, self.args.layers, rotation=35, ha="right")
+            axes.set_xticks(x, self.layers, rotation=35, ha="right")
             axes.set_ylim(bottom=0)
             axes.grid(alpha=0.3)
             axes.legend(fontsize="x-small")
@@ -243,16 +254,17 @@ class Study:
         trained, random = self.rows("trained"), self.rows("random")
         lines = ["| layer | trained | random | trained, dropout 50% | trained, binarize | colour T / R / mean | "
                  "layout T / R / mean |", "|---|---|---|---|---|---|---|"]
-        for layer in self.args.layers:
+        post_activation = self.post_activation()
+        for layer in self.layers:
             t, r = trained[layer]["results"], random[layer]["results"]
-            binarized = f"{t['binarize']['normalized_error']:.3f}" if layer in POST_ACTIVATION else "(signed: n/a)"
+            binarized = f"{t['binarize']['normalized_error']:.3f}" if layer in post_activation else "(signed: n/a)"
             lines.append(
                 f"| {layer} | {t[REFERENCE]['normalized_error']:.3f} | {r[REFERENCE]['normalized_error']:.3f} | "
                 f"{t['dropout:0.5']['normalized_error']:.3f} | {binarized} | "
                 f"{t[REFERENCE]['colour_error']:.3f} / {r[REFERENCE]['colour_error']:.3f} / "
                 f"{trained[layer]['baseline']['colour_error']:.3f} | {t[REFERENCE]['layout_error']:.3f} / "
                 f"{r[REFERENCE]['layout_error']:.3f} / {trained[layer]['baseline']['layout_error']:.3f} |")
-        lines.append(f"\nmean image: {trained[self.args.layers[0]]['baseline']['normalized_error']:.3f}")
+        lines.append(f"\nmean image: {trained[self.layers[0]]['baseline']['normalized_error']:.3f}")
         for name in ("trained-logits", "random-logits"):
             entry = self.record["results"]["analysis"].get(name)
             if entry:
@@ -270,13 +282,19 @@ class Study:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", default=str(TRAINED), help=f"the trained network's weights (default {TRAINED})")
+    parser.add_argument("--model", default=MODEL, help=f"a timm model (default {MODEL})")
+    parser.add_argument("--weights", help=f"the trained network's weights file (default for {MODEL}: {TRAINED})")
     parser.add_argument("--out", type=Path, default=Path("runs/study-lite0"), help="the study's folder")
-    parser.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS), metavar="LAYER")
+    parser.add_argument("--layers", nargs="+", metavar="LAYER",
+                        help=f"layers, shallow to deep (`repinv reps timm:MODEL`; for {MODEL}: {' '.join(LAYERS)})")
     parser.add_argument("--train-images", type=int, default=10_000, help="training subset (first of train-000)")
     parser.add_argument("--val-images", type=int, default=2_000, help="scored images (first of val-000)")
     parser.add_argument("--steps", type=int, help="override the recipes' steps (a quick check; not the study)")
     args = parser.parse_args(argv)
+    if args.model != MODEL and not (args.weights and args.layers):
+        raise SystemExit(f"for {args.model}, give --weights FILE and --layers (see `repinv reps timm:{args.model}`)")
+    args.weights = args.weights or str(TRAINED)
+    args.layers = args.layers or list(LAYERS)
     if not Path(args.weights).is_file():
         raise SystemExit(f"no weights file at {args.weights}: give --weights FILE (a timm state dict)")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -236,3 +236,19 @@ def test_a_schema_from_a_dataclass():
         "steps": 3, "rate": 1.0, "pair": (0.0, 1.0), "names": [], "mode": "a"}
     with pytest.raises(InvalidOption, match=r"^settings option steps must be a positive integer, got 0$"):
         validate_options("settings", {"steps": 0}, schema)
+
+
+def test_the_layer_study_recipes_share_one_budget():
+    """bench/layer_study.py compares layers: every lite0 recipe differs from the others in its layer alone, and every
+    layer exists in the network."""
+    from repinv.registry.factories import create_representation
+
+    names = [name for name in list_recipes() if name.startswith("lite0-")]
+    assert len(names) >= 8
+    configs = [make_config(name).to_dict() for name in names]
+    budgets = [{key: value for key, value in config.items() if key != "rep"} for config in configs]
+    assert all(budget == budgets[0] for budget in budgets), "the study's recipes must share steps, batch, width, ..."
+    layers = {config["rep"].rsplit(":", 1)[1] for config in configs}
+    assert {"blocks.1", "blocks.5", "blocks.5.0.bn2", "pooled", "logits"} <= layers
+    for config in configs:
+        assert create_representation(config["rep"], weights="none").spec((64, 64)).numel > 0

@@ -57,10 +57,10 @@ from repinv.representations.networks import (
     DeferredWeights,
     capture,
     capture_many,
-    record_outputs,
     describe_error,
     parse_weights,
     read_state_dict,
+    record_outputs,
     same_network,
 )
 from repinv.utils import check_images

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from repinv.utils import check_shape
 
-__all__ = ["METRICS", "metric_columns", "psnr", "ssim", "colour_and_layout", "mean_pairwise_distance", "Reservoir", "MethodScores",
-           "ErrorScale"]
+__all__ = ["METRICS", "metric_columns", "psnr", "ssim", "colour_and_layout", "mean_pairwise_distance", "Reservoir",
+           "MethodScores", "ErrorScale"]
 
 
 #: Every metric a result reports, in table order: (key, column label with its better direction, format). Results
