@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from common import shards, subset_tar
 
 from repinv import analyze, load_decoder, make_config, resume, sample_images, train, write_interpolation_strip
@@ -47,8 +48,8 @@ TRAINED = default_data_root().parent / "models" / "tf_efficientnet_lite0.safeten
 MODEL = "tf_efficientnet_lite0"
 #: EfficientNet-Lite0's studied layers, shallow to deep, and their recipes (one budget: only the layer differs).
 LAYERS = {"blocks.1": "lite0-blocks1", "blocks.2": "lite0-blocks2", "blocks.3": "lite0-blocks3",
-          "blocks.4": "lite0-blocks4", "blocks.5": "lite0-blocks5", "blocks.5.0.bn2": "lite0-blocks5-relu6",
-          "pooled": "lite0-pooled", "logits": "lite0-logits"}
+          "blocks.4": "lite0-blocks4", "blocks.5.0.bn2": "lite0-blocks5-relu6", "blocks.5": "lite0-blocks5",
+          "pooled": "lite0-pooled", "logits": "lite0-logits"}  # blocks.5.0.bn2 is inside blocks.5's first block
 #: The budget recipe for another model's layers (training from a cache takes the layer from the cache).
 BUDGET = "lite0-logits"
 PERTURBATIONS = ["dropout:0.5", "binarize"]
@@ -154,13 +155,15 @@ class Study:
     def recognition(self) -> None:
         """Does the trained network still classify its reconstructions as it classified the photos? The share of
         validation images whose top-1 class on the reconstruction equals that on the photo, per feature
-        perturbation of the logits' decoder."""
+        perturbation of the logits' decoder; and, as a control, on the photo itself reduced to 16x16 and 8x8 (block
+        means, upsampled again): how much a blur of about the reconstructions' own costs the network."""
         if "logits" not in self.layers or "recognition" in self.record["results"]:
             return
         inverter = load_decoder(self.run_dir("trained", "logits"), "cpu")
         network = inverter.representation
         loader = evaluation_loader(self.val_data(), inverter.image_size, limit=self.args.val_images, batch_size=50)
-        rows = [REFERENCE, *TOP_K]
+        controls = {f"photo at {side}x{side}": side for side in (16, 8)}
+        rows = [REFERENCE, *TOP_K, *controls]
         agree = dict.fromkeys(rows, 0)
         in_top5 = dict.fromkeys(rows, 0)
         first = 0
@@ -168,8 +171,12 @@ class Study:
             logits = network(images)
             original = logits.argmax(1)
             for row in rows:
-                features = logits if row == REFERENCE else apply_perturbation(row, logits, first_index=first)
-                again = network(inverter.decode(features).clamp(0, 1))
+                if row in controls:
+                    small = F.interpolate(images, size=controls[row], mode="area")
+                    again = network(F.interpolate(small, size=images.shape[-2:], mode="bilinear"))
+                else:
+                    features = logits if row == REFERENCE else apply_perturbation(row, logits, first_index=first)
+                    again = network(inverter.decode(features).clamp(0, 1))
                 agree[row] += int((again.argmax(1) == original).sum())
                 in_top5[row] += int((again.topk(5, dim=1).indices == original[:, None]).any(1).sum())
             first += images.shape[0]
@@ -192,12 +199,12 @@ class Study:
             for name in self.weights:
                 inverter = load_decoder(self.run_dir(name, layer), "cpu")
                 columns.append(inverter.decode(inverter.features(photos)).clamp(0, 1))
-                labels.append(f"{layer} {name}")
+                labels.append(f"{layer}: {name}")
         write_image_table(columns, self.out / "figure5-layers.png", labels)
         self.plot_per_layer()
-        deep = "pooled" if "pooled" in self.layers else self.layers[-1]
-        write_interpolation_strip(load_decoder(self.run_dir("trained", deep), "cpu"), photos[0], photos[1],
-                                  self.out / f"interpolation-{deep}.png", steps=8)
+        for deep in [layer for layer in ("blocks.5", "pooled") if layer in self.layers] or self.layers[-1:]:
+            write_interpolation_strip(load_decoder(self.run_dir("trained", deep), "cpu"), photos[2], photos[4],
+                                      self.out / f"interpolation-{deep}.png", steps=8)
         deepest = load_decoder(self.run_dir("trained", self.layers[-1]), "cpu")
         _, summary = sample_images(deepest, self.train_data(), "histogram", n=16, limit=1024,
                                    grid=self.out / f"samples-{self.layers[-1]}.png")
@@ -205,7 +212,8 @@ class Study:
 
     def rows(self, name: str) -> dict[str, dict[str, Any]]:
         """Layer -> the analysis entry of that layer's decoder."""
-        return dict(zip(self.layers, self.record["results"]["analysis"][name]["checkpoints"]))
+        entries = self.record["results"]["analysis"][name]["checkpoints"]
+        return {entry["representation"].split(":", 2)[2]: entry for entry in entries}
 
     def plot_per_layer(self) -> None:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -215,7 +223,8 @@ class Study:
         post_activation = self.post_activation()
         figure = Figure(figsize=(12, 4.2), dpi=120)
         FigureCanvasAgg(figure)
-        panels = figure.subplots(1, 3, sharey=False)
+        panels = figure.subplots(1, 3)
+        panels[1].sharey(panels[0])  # trained and random on one scale
         for axes, name in zip(panels[:2], self.weights):
             rows = self.rows(name)
             for perturbation, label in ((REFERENCE, "no perturbation"), ("dropout:0.5", "dropout 50%")):

@@ -40,6 +40,15 @@ def tiny_imagenet() -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_lite0() -> Path:
+    """The trained EfficientNet-Lite0 of ../shared/models; skips (with the reason) where it is absent."""
+    path = shared_data_root().parent / "models" / "tf_efficientnet_lite0.safetensors"
+    if not path.is_file():
+        pytest.skip(f"the trained network is not at {path} (../shared/models)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_imagenet_batch(tiny_imagenet: Path) -> torch.Tensor:
     """The first 16 validation images of the shared Tiny ImageNet shards, ``(16, 3, 64, 64)`` in [0, 1]."""
     from repinv.data.sources import ImageDataset

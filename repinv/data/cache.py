@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from repinv.data.cache_format import FEATURE_DTYPES, FORMAT, MANIFEST, FeatureCache, read_manifest, shard_path
 from repinv.data.features import feature_mode, per_image_features, with_features
+from repinv.data.indexing import absolute_source
 from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
 from repinv.errors import CacheError, InvalidOption
 from repinv.files import exclusive_lock, save_tensors, write_json
@@ -212,11 +213,14 @@ def _start_manifest(representation: Representation, images: ImageDataset, root: 
     manifest = {"format": FORMAT, "representation": {"name": representation.name,
                                                      "options": representation.config()},
                 "image_size": list(size), "feature_shape": list(representation.spec(size).shape),
-                "sources": images.sources, "count": len(images), "shard_size": shard_size, "feature_dtype": dtype}
+                "sources": [absolute_source(source) for source in images.sources], "count": len(images),
+                "shard_size": shard_size, "feature_dtype": dtype}
     existing = root / MANIFEST
     if existing.exists():
         previous = {"feature_dtype": "float32",  # caches made before the option stored float32
                     **{k: v for k, v in read_manifest(root).items() if k != "repinv_version"}}
+        if previous.get("sources") == images.sources:  # made before sources were stored absolute, from here
+            previous["sources"] = manifest["sources"]
         changed = [key for key in manifest if previous.get(key) != manifest[key]]
         if changed:
             raise CacheError(f"{root} holds a feature cache made with other {', '.join(changed)}; remove it or "

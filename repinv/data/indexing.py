@@ -26,7 +26,7 @@ from repinv.data.pixels import open_image
 from repinv.errors import DataError
 
 __all__ = ["DataWarning", "IMAGE_EXTENSIONS", "BUILTIN_TRAIN", "BUILTIN_TEST", "ACCEPTED_SOURCES", "DECODE_ERRORS",
-           "Index", "Strings", "index_source", "reason"]
+           "Index", "Strings", "absolute_source", "index_source", "reason"]
 
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -176,6 +176,14 @@ def _first_time(status: os.stat_result, seen: set[tuple[int, int]]) -> bool:
         return False
     seen.add(identity)
     return True
+
+
+def absolute_source(source: str) -> str:
+    """A source as it names the same images from any working directory: a path or glob made absolute, a builtin
+    name unchanged."""
+    if source in _BUILTIN or source.startswith("builtin:"):
+        return source
+    return os.path.abspath(os.path.expanduser(source))
 
 
 def index_source(source: str, index: Index) -> int:

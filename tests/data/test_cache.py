@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,20 @@ def test_an_interrupted_cache_is_continued_not_recomputed(photo_folder, tmp_path
                            show_progress=False)
     assert first.stat().st_mtime_ns == kept
     assert all(torch.equal(a, b) for a, b in zip(cache[11], expected))
+
+
+def test_a_cache_is_continued_from_another_working_directory(photo_folder, tmp_path, monkeypatch):
+    """Sources are recorded absolute: the same photos named from elsewhere are the same sources."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(photo_folder.parent)
+    out = tmp_path / "cache"
+    cache_features("hog", photo_folder.name, out, image_size=32, shard_size=5, workers=0, show_progress=False)
+    assert FeatureCache(out).manifest["sources"] == [str(photo_folder)]
+    (out / "shard-00002.safetensors").unlink()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cache = cache_features("hog", os.path.relpath(photo_folder), out,
+                           image_size=32, shard_size=5, workers=0, show_progress=False)
+    assert len(cache) == 12
 
 
 def test_a_cache_made_with_other_settings_is_refused(photo_folder, tmp_path):

@@ -380,17 +380,6 @@ def test_the_network_runs_channels_last_with_the_same_features():
     assert_channels_last_gives_the_same_features(representation, representation.model.conv1)
 
 
-@pytest.fixture(scope="module")
-def trained_lite0() -> Path:
-    """The trained EfficientNet-Lite0 of ../shared/models; skips (with the reason) where it is absent."""
-    from conftest import shared_data_root
-
-    path = shared_data_root().parent / "models" / "tf_efficientnet_lite0.safetensors"
-    if not path.is_file():
-        pytest.skip(f"the trained network is not at {path} (../shared/models)")
-    return path
-
-
 @pytest.mark.slow
 def test_a_trained_network_from_a_local_file_classifies_real_photos(trained_lite0, tiny_imagenet):
     """The weights load through the `weights` option and the logits classify: top-5 of at least 30% on 200 training
