@@ -35,8 +35,8 @@ def test_the_study_runs_every_stage_and_resumes_without_redoing_work(tiny_imagen
     assert analysis["trained"]["checkpoints"][0]["images"] == 24
     assert record["non_negative"] == {"blocks.5.0.bn2": True, "pooled": True, "logits": False}
     recognition = record["results"]["recognition"]
-    assert recognition["images"] == 24 and set(recognition["top1_agreement"]) == {"unperturbed", "keep-top:5",
-                                                                                    "drop-top:5"}
+    assert recognition["images"] == 24 and set(recognition["top1_agreement"]) == {
+        "unperturbed", "keep-top:5", "drop-top:5", "photo at 16x16", "photo at 8x8"}
     for figure in ("figure5-layers.png", "figure7-per-layer.png", "interpolation-pooled.png", "samples-logits.png"):
         assert (out / figure).stat().st_size > 1000, figure
     assert "| pooled |" in (out / "summary.md").read_text() and "study time" in first.stdout
