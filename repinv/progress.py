@@ -31,8 +31,8 @@ def hms(seconds: float) -> str:
 
 
 @contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool = True,
-                 own_eta: bool = False) -> Iterator[Callable[..., None]]:
+def progress_bar(description: str, total: int | None, enabled: bool = True, own_eta: bool = False,
+                 unit: str = "") -> Iterator[Callable[..., None]]:
     """A progress context; yields ``advance(n=1, **fields)``; the field ``status`` is shown beside the progress.
 
     Args:
@@ -41,14 +41,16 @@ def progress_bar(description: str, total: int | None, enabled: bool = True,
         enabled: ``False`` gives a no-op ``advance``.
         own_eta: the caller puts its own estimate in ``status`` (e.g. one bounded by a time budget), so none is
             computed here.
+        unit: what is counted, shown after the count (``"s"`` for seconds of a time budget); none for items.
     """
     if not enabled:
         yield lambda n=1, **fields: None
     elif not _progress_console.is_terminal:
-        with _plain_lines(description, total, own_eta) as advance:
+        with _plain_lines(description, total, own_eta, unit) as advance:
             yield advance
     else:
-        columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        count = TextColumn(f"{{task.completed:,.0f}}/{{task.total:,.0f}} {unit}") if unit else MofNCompleteColumn()
+        columns: list[ProgressColumn] = [TextColumn("[bold]{task.description}"), BarColumn(), count,
                                          TextColumn("{task.fields[status]}")]
         if not own_eta:
             columns.append(TimeRemainingColumn())
@@ -62,7 +64,7 @@ def progress_bar(description: str, total: int | None, enabled: bool = True,
 
 
 @contextmanager
-def _plain_lines(description: str, total: int | None, own_eta: bool) -> Iterator[Callable[..., None]]:
+def _plain_lines(description: str, total: int | None, own_eta: bool, unit: str) -> Iterator[Callable[..., None]]:
     """Progress as plain lines on stderr, one per interval and one at the end."""
     interval = float(os.environ.get("REPINV_PROGRESS_SECONDS", DEFAULT_LINE_SECONDS))
     started = last = time.monotonic()
@@ -71,7 +73,8 @@ def _plain_lines(description: str, total: int | None, own_eta: bool) -> Iterator
     def line() -> None:
         nonlocal shown
         shown, elapsed = done, time.monotonic() - started
-        parts = [f"{description}: {done:,}" + (f"/{total:,} ({100 * done / max(total, 1):.0f}%)" if total else "")]
+        count = f"{done:,}" + (f"/{total:,}" if total else "") + (f" {unit}" if unit else "")
+        parts = [f"{description}: {count}" + (f" ({100 * done / max(total, 1):.0f}%)" if total else "")]
         parts += [status] if status else []
         parts.append(f"elapsed {hms(elapsed)}")
         if total and done and not own_eta:

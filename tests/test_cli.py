@@ -169,6 +169,14 @@ def test_progress_goes_to_a_log_as_plain_lines(tmp_path):
     assert [line.split()[2] for line in lines] == ["0/3", "1/3", "2/3", "3/3"], trained.stderr
     assert re.fullmatch(r"training hog: 3/3 \(100%\) · loss [\d.]+ · [\d,]+ img/s · remaining \d\d:\d\d:\d\d · "
                         r"elapsed \d\d:\d\d:\d\d", lines[-1])
+    budgeted = _run_cli("train", "--rep", "hog", "--data", "builtin", "--image-size", "16", "--width", "0.05",
+                        "--time-budget", "2", "--batch-size", "2", "--workers", "0", "--out", str(tmp_path / "budget"),
+                        REPINV_PROGRESS_SECONDS="0")
+    assert budgeted.returncode == 0, budgeted.stderr
+    last = [line for line in budgeted.stderr.splitlines() if line.startswith("training hog:")][-1]
+    # under a time budget the bar counts its seconds, and the steps are a field: not "990/20,000" at the end
+    assert re.fullmatch(r"training hog: [12]/2 s \(\d+%\) · step [\d,]+/20,000 · loss [\d.]+ · [\d,]+ img/s · "
+                        r"remaining \d\d:\d\d:\d\d · elapsed \d\d:\d\d:\d\d", last), last
     evaluated = _run_cli("evaluate", "--checkpoint", str(run), "--data", "builtin:test", "--workers", "0",
                          REPINV_PROGRESS_SECONDS="3600")
     assert evaluated.returncode == 0, evaluated.stderr

@@ -313,11 +313,19 @@ class _Trainer:
         return loss.item(), images.shape[0]
 
     def _status(self, loss: float, rate: float) -> str:
-        """The progress bar's line, with an ETA bounded by the time budget."""
+        """The progress bar's line, with an ETA bounded by the time budget; under a budget, whose seconds the bar
+        counts, also the step reached."""
         remaining = (self.total - self.step) * self.config.batch_size / max(rate, 1e-9)
+        step = ""
         if self.config.time_budget is not None:
             remaining = min(remaining, self.config.time_budget - self.elapsed)
-        return f"loss {loss:.4f} · {rate:,.0f} img/s · remaining {hms(remaining)}"
+            step = f"step {self.step:,}/{self.total:,} · "
+        return f"{step}loss {loss:.4f} · {rate:,.0f} img/s · remaining {hms(remaining)}"
+
+    def _progress(self) -> int:
+        """Where the progress bar stands: seconds of the time budget used when there is one (it usually ends the
+        run first, so a count of steps would stop far short of its total), else steps."""
+        return int(self.elapsed) if self.config.time_budget is not None else self.step
 
     def budget_spent(self) -> float:
         """The share of the time budget used, across every session of the run (0 without a budget)."""
@@ -363,9 +371,11 @@ class _Trainer:
         stopped_by, loss_value, spent = "steps", math.nan, self.budget_spent()
         self.decoder.train()
         try:
-            with progress_bar(f"training {config.rep}", total=self.total, enabled=self.show_progress,
-                              own_eta=True) as advance:
-                advance(self.step)
+            budget = config.time_budget
+            with progress_bar(f"training {config.rep}", total=self.total if budget is None else math.ceil(budget),
+                              enabled=self.show_progress, own_eta=True, unit="" if budget is None else "s") as advance:
+                shown = self._progress()
+                advance(shown)
                 batches = self._batches()
                 while self.step < self.total:
                     # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
@@ -382,7 +392,8 @@ class _Trainer:
                                                     self.device)
                     rate = window_images * self.processes.world / max(now - window_start, 1e-9)
                     loss_value = window_loss / window_steps
-                    advance(1, status=self._status(loss_value, rate))
+                    advance(self._progress() - shown, status=self._status(loss_value, rate))
+                    shown = self._progress()
                     if self.step % config.log_every == 0:
                         loss_value = distributed.average(self.processes, [loss_value], self.device)[0]
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
