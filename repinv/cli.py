@@ -354,14 +354,19 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
 @click.option("--features", type=click.Path(dir_okay=False),
               help="Decode features from a .safetensors file (key 'features', shape (B, ...)) instead of images.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the PNG reconstructions.")
+@click.option("--size", type=click.Choice(["auto", "native", "training"]), default="auto", show_default=True,
+              help="native: each photo at its own size (features that follow the image size, a conv decoder); "
+                   "training: resized and cropped to the training size; auto: native where the run can.")
 @click.option("--device", default="auto", show_default=True)
 def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, ...], optimize_opts: tuple[str, ...],
-           image_size: int | None, images: tuple[str, ...], features: str | None, out: str, device: str) -> None:
+           image_size: int | None, images: tuple[str, ...], features: str | None, out: str, size: str,
+           device: str) -> None:
     """Reconstruct IMAGES (or --features); writes one PNG per image.
 
     \b
     Examples:
-        repinv invert --checkpoint runs/hog photo.jpg --out recon/
+        repinv invert --checkpoint runs/hog photo.jpg --out recon/          # at the photo's own size
+        repinv invert --checkpoint runs/hog photo.jpg --size training --out recon/   # 64x64, as trained
         repinv invert --method optimize --rep hog --opt steps=200 photo.jpg --out recon/
         repinv invert --method linear --checkpoint runs/hog-linear photo.jpg --out recon/
     """
@@ -377,7 +382,8 @@ def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, .
                              image_size=image_size,
                              settings=OptimizeSettings.from_options(parse_options(optimize_opts, "--opt")),
                              device=device, show_progress=True)
-    written = invert_features(inverter, features, out) if features else invert_images(inverter, images, out)
+    written = invert_features(inverter, features, out) if features else invert_images(inverter, images, out,
+                                                                                        size=size)
     console.print(f"wrote {len(written)} reconstructions to {out}")
 
 

@@ -140,6 +140,7 @@ class Decoder(nn.Module):
         options: the resolved options (what :meth:`config` stores).
         layers: the layers in order; the last one predicts RGB.
         final_size: ``(h, w)`` the layers predict; resized bilinearly to ``output_size`` when different.
+        fully_convolutional: only convolutions, so a larger map gives a larger image (:meth:`forward_any_size`).
 
     Attributes:
         name: the registered decoder name (``"conv"`` or ``"fc"``).
@@ -147,16 +148,20 @@ class Decoder(nn.Module):
         output_size: ``(H, W)`` of the images it predicts.
         options: every option, automatic ones resolved, so that :meth:`config` rebuilds the same network.
         layers: the layers, named like the paper's tables (``fc1``, ``conv1``, ``contract1``, ``upconv1``, ...).
+        fully_convolutional: whether :meth:`forward_any_size` works.
     """
 
     def __init__(self, name: str, spec: FeatureSpec, output_size: tuple[int, int], options: dict[str, Any],
-                 layers: OrderedDict[str, nn.Module], final_size: tuple[int, int]) -> None:
+                 layers: OrderedDict[str, nn.Module], final_size: tuple[int, int],
+                 fully_convolutional: bool = False) -> None:
         super().__init__()
         self.name = name
         self.spec = spec
         self.output_size = output_size
         self.options = options
         self.layers = nn.Sequential(layers)
+        self.fully_convolutional = fully_convolutional
+        self.final_size = final_size
         self._resize = final_size != output_size
         # shrinking without antialiasing would alias; growing needs none
         self._antialias = final_size[0] > output_size[0] or final_size[1] > output_size[1]
@@ -183,6 +188,23 @@ class Decoder(nn.Module):
         if self._resize:
             images = F.interpolate(images, size=self.output_size, mode="bilinear", align_corners=False,
                                    antialias=self._antialias)
+        return images
+
+    def forward_any_size(self, features: Tensor) -> Tensor:
+        """Predict images from a feature map of any size: the layers alone, without the final resize, so a map of
+        ``(h, w)`` cells gives images of about ``(h, w)`` times the scale the decoder was trained at.
+
+        Raises:
+            ShapeError: a decoder with fully connected layers, or features with other channels.
+
+        Shape:
+            features: ``(B, C, h, w)``, any ``h, w``; returns ``(B, 3, h·s, w·s)``.
+        """
+        if not self.fully_convolutional:
+            raise ShapeError(f"the {self.name} decoder has fully connected layers: it takes {self.spec} features "
+                             "only (use --size training)")
+        check_shape(features, ("B", self.spec.shape[0], "h", "w"), what=f"features for the {self.name} decoder")
+        images: Tensor = self.layers(features)
         return images
 
     def config(self) -> dict[str, Any]:
@@ -320,7 +342,8 @@ def conv_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any
         channels = out
     _up_path(layers, channels, steps, width, cap)
     resolved = {"width": width, "max_channels": cap, "convs": convs, "contract": contract}
-    return Decoder("conv", spec, output, resolved, layers, (bottom[0] << steps, bottom[1] << steps))
+    return Decoder("conv", spec, output, resolved, layers, (bottom[0] << steps, bottom[1] << steps),
+                   fully_convolutional=True)
 
 
 def fc_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any) -> Decoder:

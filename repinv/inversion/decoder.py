@@ -1,21 +1,25 @@
 """A trained decoder as an inversion method: a representation and its decoder, loaded from a run directory.
 
 ``repinv.load_decoder(RUN)`` (also ``repinv.load``) rebuilds both from the run's metadata alone and refuses
-anything that does not match.
+anything that does not match. Where the features follow the image size and the decoder is fully convolutional
+(HOG, LBP, SIFT with the ``conv`` decoder), :meth:`DecoderInverter.reconstruct` takes photos of any size and
+reconstructs them at that size (:mod:`repinv.inversion.tiles`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repinv.errors import CheckpointError
+from repinv.errors import CheckpointError, ShapeError
 from repinv.files import load_into
 from repinv.inversion.base import InversionMethod
+from repinv.inversion.tiles import MARGIN_CELLS, TILE, cell_size, reconstruct_tiled
 from repinv.registry.factories import create_representation, decoder_from_config
 from repinv.representations.base import FeatureSpec, Representation
 from repinv.rundir import RunDir
@@ -68,6 +72,43 @@ class DecoderInverter(InversionMethod, nn.Module):
         if tuple(images.shape[-2:]) != self.image_size:
             images = F.interpolate(images, size=self.image_size, mode="bilinear", align_corners=False)
         return images
+
+    def any_size(self) -> tuple[int, int]:
+        """Pixels per feature cell, when this inverter reconstructs images of any size.
+
+        Raises:
+            ShapeError: it cannot: its features do not follow the image size (a network), or its decoder has fully
+                connected layers (the message says which).
+        """
+        cell = cell_size(self.representation, self.image_size)
+        if not getattr(self.decoder, "fully_convolutional", False):
+            raise ShapeError(f"this run's {getattr(self.decoder, 'name', type(self.decoder).__name__)} decoder is not "
+                             "fully convolutional (it has fully connected layers, or is a third party's without "
+                             f"forward_any_size): it reconstructs {self.image_size[0]}x{self.image_size[1]} images "
+                             "only (use --size training)")
+        return cell
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, *, tile: int = TILE, margin_cells: int = MARGIN_CELLS) -> Tensor:
+        """Reconstruct images at their own size: at the training size as ``decode(features(images))``; at another
+        size (where :meth:`any_size` allows) by the fully convolutional decoder, in overlapping tiles of about
+        ``tile`` pixels when larger (:func:`repinv.inversion.tiles.reconstruct_tiled`).
+
+        Raises:
+            ShapeError: images of another size than the training size, which this inverter cannot take.
+
+        Shape:
+            images: ``(B, 3, H, W)`` in [0, 1], any ``H, W``; returns ``(B, 3, H, W)`` (not clamped).
+        """
+        if tuple(images.shape[-2:]) == self.image_size:
+            return super().reconstruct(images)
+        cell = self.any_size()
+        decode_map = cast(Callable[[Tensor], Tensor], self.decoder.forward_any_size)
+        final = getattr(self.decoder, "final_size", self.image_size)
+        scale = (self.image_size[0] / final[0], self.image_size[1] / final[1])
+        return reconstruct_tiled(images.to(self.device), self.features,
+                                 lambda features: decode_map(features.to(torch.float32)),
+                                 cell, scale=scale, tile=tile, margin_cells=margin_cells)
 
 
 #: The name this class had before the inversion methods were named alike (kept for existing code).

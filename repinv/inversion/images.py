@@ -10,13 +10,16 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
-from repinv.data.sources import load_images
-from repinv.errors import CheckpointError, ShapeError
+from repinv.data.sources import load_image, load_images
+from repinv.errors import CheckpointError, InvalidOption, ShapeError
 from repinv.files import atomic_write, load_tensors
 from repinv.inversion.base import InversionMethod
 from repinv.utils import check_finite, check_shape
 
-__all__ = ["unique_names", "write_images", "invert_images", "invert_features"]
+__all__ = ["SIZES", "unique_names", "write_images", "native_size", "invert_images", "invert_features"]
+
+#: How ``repinv invert`` sizes its reconstructions (see :func:`invert_images`).
+SIZES = ("auto", "native", "training")
 
 
 def _save_png(image: Tensor, path: Path) -> None:
@@ -52,15 +55,57 @@ def write_images(images: Tensor, names: Sequence[str], out: str | Path) -> list[
     return written
 
 
+def native_size(inverter: InversionMethod, size: str) -> bool:
+    """Whether ``size`` (``auto``, ``native`` or ``training``) means reconstructing photos at their own size.
+
+    Raises:
+        ShapeError: ``native`` for an inverter that cannot (the message says why).
+        InvalidOption: another value.
+    """
+    if size not in SIZES:
+        raise InvalidOption(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    if size == "training":
+        return False
+    any_size = getattr(inverter, "any_size", None)
+    if any_size is None:
+        if size == "native":
+            raise ShapeError(f"{type(inverter).__name__} reconstructs {inverter.image_size[0]}x"
+                             f"{inverter.image_size[1]} images only (use --size training)")
+        return False
+    try:
+        any_size()
+    except ShapeError:
+        if size == "native":
+            raise
+        return False
+    return True
+
+
 def invert_images(inverter: InversionMethod, paths: Sequence[str | Path], out: str | Path,
-                  batch_size: int = 64) -> list[Path]:
-    """Reconstruct image files (resized and centre-cropped to the inverter's image size).
+                  batch_size: int = 64, size: str = "training") -> list[Path]:
+    """Reconstruct image files.
+
+    Args:
+        inverter: the inversion method.
+        paths: image files.
+        out: the folder for the PNG files.
+        batch_size: images per batch at the training size.
+        size: ``training`` resizes and centre-crops every photo to the inverter's image size; ``native``
+            reconstructs each at its own size (a decoder inverter whose features follow the image size, see
+            :meth:`~repinv.inversion.decoder.DecoderInverter.reconstruct`); ``auto`` is native where possible.
 
     Returns:
         The PNG files written, one per input, named after the input's stem.
+
+    Raises:
+        ShapeError: ``native`` for an inverter that cannot reconstruct other sizes.
     """
     written: list[Path] = []
     names = unique_names([Path(p).stem for p in paths])  # over all batches: a/x.jpg and b/x.jpg never collide
+    if native_size(inverter, size):
+        for path, name in zip(paths, names):
+            written += write_images(inverter.reconstruct(load_image(path).unsqueeze(0)), [name], out)
+        return written
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start:start + batch_size])
         images = load_images(chunk, inverter.image_size)
