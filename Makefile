@@ -16,11 +16,12 @@ $(INSTALLED): pyproject.toml
 
 install: $(INSTALLED)
 
-# Train HOG on scikit-image's bundled photos for 4 minutes, then score held-out photos.
+# Train HOG on scikit-image's bundled photos for 4 minutes, score held-out photos, and invert them at full size.
 demo: $(INSTALLED)
 	rm -rf runs/demo
 	$(BIN)/repinv train --recipe demo --out runs/demo
 	$(BIN)/repinv evaluate --checkpoint runs/demo --data builtin:test --grid runs/demo/held-out.png
+	$(BIN)/repinv invert --checkpoint runs/demo builtin:test --out runs/demo/full-size
 
 # What a trained network keeps (docs/findings.md): EfficientNet-Lite0's layers from ../shared/models, trained against
 # random weights, on the shared Tiny ImageNet shards; about 100 minutes on 2 cores, resumable (run it again).

@@ -361,7 +361,8 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
 def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, ...], optimize_opts: tuple[str, ...],
            image_size: int | None, images: tuple[str, ...], features: str | None, out: str, size: str,
            device: str) -> None:
-    """Reconstruct IMAGES (or --features); writes one PNG per image.
+    """Reconstruct IMAGES (files, or builtin:test for the bundled held-out photos) or --features; writes one PNG
+    per image.
 
     \b
     Examples:
@@ -370,6 +371,7 @@ def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, .
         repinv invert --method optimize --rep hog --opt steps=200 photo.jpg --out recon/
         repinv invert --method linear --checkpoint runs/hog-linear photo.jpg --out recon/
     """
+    from repinv.data.indexing import builtin_files
     from repinv.inversion.images import invert_features, invert_images
     from repinv.inversion.loading import load_inverter
     from repinv.inversion.optimization import OptimizeSettings
@@ -382,9 +384,13 @@ def invert(run: str | None, method: str, rep: str | None, rep_opts: tuple[str, .
                              image_size=image_size,
                              settings=OptimizeSettings.from_options(parse_options(optimize_opts, "--opt")),
                              device=device, show_progress=True)
-    written = invert_features(inverter, features, out) if features else invert_images(inverter, images, out,
-                                                                                        size=size)
-    console.print(f"wrote {len(written)} reconstructions to {out}")
+    paths: list[str | Path] = []
+    for image in images:
+        builtin = builtin_files(image)
+        paths += [image] if builtin is None else builtin
+    written = invert_features(inverter, features, out) if features else invert_images(inverter, paths, out, size=size)
+    console.print(f"wrote {len(written)} reconstructions to {out}" +
+                  (": " + ", ".join(map(str, written)) if len(written) <= 4 else ""), soft_wrap=True)
 
 
 @cli.command("fit-linear")

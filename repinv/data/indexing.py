@@ -26,7 +26,7 @@ from repinv.data.pixels import open_image
 from repinv.errors import DataError
 
 __all__ = ["DataWarning", "IMAGE_EXTENSIONS", "BUILTIN_TRAIN", "BUILTIN_TEST", "ACCEPTED_SOURCES", "DECODE_ERRORS",
-           "Index", "Strings", "absolute_source", "index_source", "reason"]
+           "Index", "Strings", "absolute_source", "builtin_files", "index_source", "reason"]
 
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -178,6 +178,14 @@ def _first_time(status: os.stat_result, seen: set[tuple[int, int]]) -> bool:
     return True
 
 
+def builtin_files(source: str) -> list[Path] | None:
+    """The photo files a builtin source names (``builtin``, ``builtin:test``, ``builtin:all``), or ``None`` for any
+    other source."""
+    if source not in _BUILTIN:
+        return None
+    return [Path(str(importlib.resources.files("skimage.data")), name) for name in _BUILTIN[source]]
+
+
 def absolute_source(source: str) -> str:
     """A source as it names the same images from any working directory: a path or glob made absolute, a builtin
     name unchanged."""
@@ -188,8 +196,9 @@ def absolute_source(source: str) -> str:
 
 def index_source(source: str, index: Index) -> int:
     """Add the images of one source to ``index``; warn about unreadable ones and return how many there were."""
-    if source in _BUILTIN:
-        paths = [Path(str(importlib.resources.files("skimage.data")), name) for name in _BUILTIN[source]]
+    builtin = builtin_files(source)
+    if builtin is not None:
+        paths = builtin
     elif source.startswith("builtin:"):
         raise DataError(f"unknown builtin split {source!r}; use builtin, builtin:test or builtin:all")
     else:

@@ -76,6 +76,11 @@ def test_invert_sizes_through_the_cli(tmp_path):
                                           "--out", str(tmp_path / size)])
         assert result.exit_code == 0, result.output
         assert Image.open(tmp_path / size / "photo.png").size == expected
+    held_out = CliRunner().invoke(cli, ["invert", "--checkpoint", str(run), "builtin:test", "--out",
+                                        str(tmp_path / "held-out")])  # what `make demo` ends with
+    assert held_out.exit_code == 0, held_out.output
+    assert Image.open(tmp_path / "held-out" / "chelsea.png").size == (451, 300)
+    assert "chelsea.png" in held_out.output
 
 
 def test_auto_falls_back_and_native_is_refused_for_an_fc_run(tmp_path):
