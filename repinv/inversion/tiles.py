@@ -27,7 +27,7 @@ from repinv.representations.base import Representation
 __all__ = ["TILE", "MARGIN_CELLS", "ALIGN_CELLS", "cell_size", "reconstruct_tiled"]
 
 #: Largest side, in pixels, inverted in one piece; larger photos go through in tiles of about this size.
-TILE = 512
+TILE = 1024
 #: Cells of context around every tile: more than 3 convolutions at the map's resolution and the up-convolutions
 #: reach (5x5 kernels), and HOG's block normalization.
 MARGIN_CELLS = 16
