@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from repinv.errors import ShapeError
 from repinv.representations.base import FeatureSpec, Representation
 from repinv.utils import check_finite, check_images
 
@@ -68,6 +69,16 @@ class InversionMethod(ABC):
         Shape:
             features: ``(B, *spec.shape)``; returns ``(B, 3, H, W)`` (not clamped).
         """
+
+    def any_size(self) -> tuple[int, int]:
+        """Pixels per feature cell, for a method that reconstructs images of any size (see
+        :meth:`repinv.inversion.decoder.DecoderInverter.any_size`); here, none does.
+
+        Raises:
+            ShapeError: always, naming the one size this method reconstructs.
+        """
+        raise ShapeError(f"{type(self).__name__} reconstructs {self.image_size[0]}x{self.image_size[1]} images only "
+                         "(use --size training)")
 
     def reconstruct(self, images: Tensor) -> Tensor:
         """``decode(features(images))``.

@@ -66,14 +66,8 @@ def native_size(inverter: InversionMethod, size: str) -> bool:
         raise InvalidOption(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     if size == "training":
         return False
-    any_size = getattr(inverter, "any_size", None)
-    if any_size is None:
-        if size == "native":
-            raise ShapeError(f"{type(inverter).__name__} reconstructs {inverter.image_size[0]}x"
-                             f"{inverter.image_size[1]} images only (use --size training)")
-        return False
     try:
-        any_size()
+        inverter.any_size()
     except ShapeError:
         if size == "native":
             raise

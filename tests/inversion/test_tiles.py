@@ -91,3 +91,15 @@ def test_auto_falls_back_and_native_is_refused_for_an_fc_run(tmp_path):
     assert Image.open(written).size == (64, 64)
     with pytest.raises(ShapeError, match="use --size training"):
         invert_images(fc, [photo], tmp_path / "native", size="native")
+
+
+def test_other_inversion_methods_reconstruct_the_training_size_only(tmp_path):
+    from repinv.inversion.mean import MeanImageInverter
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray((torch.rand(97, 130, 3) * 255).byte().numpy()).save(photo)
+    mean = MeanImageInverter(create_representation("hog"), torch.full((3, 64, 64), 0.5))
+    with pytest.raises(ShapeError, match="MeanImageInverter reconstructs 64x64 images only"):
+        invert_images(mean, [photo], tmp_path / "native", size="native")
+    (written,) = invert_images(mean, [photo], tmp_path / "auto", size="auto")
+    assert Image.open(written).size == (64, 64)
