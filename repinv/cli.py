@@ -240,10 +240,14 @@ def features(reps: tuple[str, ...], rep_opts: tuple[str, ...], data: tuple[str, 
 @click.option("--grid", type=click.Path(dir_okay=False),
               help="PNG of the first 8 test images beside their reconstructions "
                    f"(default {RunDir('RUN').evaluation_grid}).")
+@click.option("--size", type=click.Choice(["training", "native"]), default="training", show_default=True,
+              help="native: also score the photos at their own sizes, with an error that does not depend on size "
+                   "(runs whose features follow the image size, with a conv decoder).")
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
-             out: str | None, grid: str | None) -> None:
+             out: str | None, grid: str | None, size: str) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
     from repinv.analysis.evaluate import evaluate as score
+    from repinv.analysis.evaluate import full_size_scores
     from repinv.analysis.metrics import metric_columns
     from repinv.files import write_json
     from repinv.inversion.decoder import load_decoder
@@ -258,6 +262,11 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
     rows = [[label, fmt.format(result["decoder"][key]) if key in result["decoder"] else "–",
              fmt.format(baseline[key]) if key in baseline else "–"]
             for key, label, fmt in metric_columns([result["decoder"]])]
+    if size == "native":
+        full = result["full_size"] = full_size_scores(inverter, list(data), limit=limit, show_progress=True)
+        rows += [[f"{label}, full size", fmt.format(full["decoder"][key]),
+                  fmt.format(full["mean_image"][key]) if "mean_image" in full else "–"]
+                 for key, label, fmt in metric_columns([full["decoder"]])]
     console.print(_rows_table(f"{run} on {', '.join(data)} ({result['images']} images)",
                               ["metric", "decoder", "mean image"], rows))
     path = Path(out) if out else RunDir(run).evaluation_file

@@ -282,6 +282,18 @@ class ImageDataset(Dataset[Tensor]):
             return crop_pixels(pixels, self.image_size, draws)
         raise DataError(f"none of the {len(self):,} images in {self.sources} could be decoded")
 
+    def original(self, index: int) -> Tensor:
+        """Item ``index`` at its own size, neither resized nor cropped: ``(3, H, W)`` float32 RGB in [0, 1].
+
+        Raises:
+            DataError: it cannot be decoded (the message names it).
+        """
+        try:
+            with open_image(io.BytesIO(self._read(int(index)))) as image:
+                return rgb_pixels(ImageOps.exif_transpose(image))
+        except DECODE_ERRORS as error:
+            raise DataError(f"cannot read image {self.name(int(index))}: {reason(error)}") from None
+
     def _draws(self, index: int) -> tuple[list[float] | None, float]:
         """The augmentation draws of ``index`` this epoch, uniform (scale, top, left, flip), and the scale they give
         (None and 1 for evaluation)."""
