@@ -578,13 +578,19 @@ MANIFEST_EDITS: dict[str, tuple[Callable[[str], str], tuple[str, ...]]] = {
 }
 
 
-@pytest.mark.parametrize("edit", list(MANIFEST_EDITS))
-def test_an_edited_cache_manifest_is_refused_in_one_line(pristine_cache, tmp_path, edit):
-    out = _copy(pristine_cache, tmp_path, "cache")
+def _edited_cache(pristine: Path, tmp_path: Path, edit: str) -> tuple[Path, tuple[str, ...], dict[str, str]]:
+    """A copy of the pristine cache with one MANIFEST_EDITS edit applied: its folder, the fragments the refusal must
+    name, and a snapshot of its files before anything reads it."""
+    out = _copy(pristine, tmp_path, "cache")
     change, fragments = MANIFEST_EDITS[edit]
     manifest = out / "cache.json"
     manifest.write_text(change(manifest.read_text()))
-    before = _snapshot(out)
+    return out, tuple(fragments), _snapshot(out)
+
+
+@pytest.mark.parametrize("edit", list(MANIFEST_EDITS))
+def test_an_edited_cache_manifest_is_refused_in_one_line(pristine_cache, tmp_path, edit):
+    out, fragments, before = _edited_cache(pristine_cache, tmp_path, edit)
     with pytest.raises(CacheError) as caught:
         FeatureCache(out)
     _one_line(caught.value, *fragments)
@@ -593,11 +599,7 @@ def test_an_edited_cache_manifest_is_refused_in_one_line(pristine_cache, tmp_pat
 
 @pytest.mark.parametrize("edit", ["cut in half", "count 11", "feature_shape, same cells"])
 def test_training_from_an_edited_cache_is_refused_through_the_cli(pristine_cache, tmp_path, edit):
-    out = _copy(pristine_cache, tmp_path, "cache")
-    change, fragments = MANIFEST_EDITS[edit]
-    manifest = out / "cache.json"
-    manifest.write_text(change(manifest.read_text()))
-    before = _snapshot(out)
+    out, fragments, before = _edited_cache(pristine_cache, tmp_path, edit)
     _one_line_error(_invoke("train", "--features", str(out), "--steps", "1", "--width", "0.05", "--workers", "0",
                             "--quiet", "--out", str(tmp_path / "run")), *fragments)
     assert _snapshot(out) == before
