@@ -29,7 +29,7 @@ __all__ = ["Entry", "Registry", "get_plugin_manager", "get_registry", "register_
 #: The core's own plugins, registered by name before any entry point (so they always load and their names win):
 #: the modules that implement the built-in decoders and perturbations declare their hook implementations
 #: themselves, and are imported by name here, like an entry point, so the registry imports nothing above it.
-CORE_PLUGINS = ("repinv.decoders", "repinv.analysis.perturbations")
+CORE_PLUGINS = ("repinv.decoders.paper", "repinv.decoders.residual", "repinv.analysis.perturbations")
 
 
 class RepinvPluginWarning(UserWarning):

@@ -47,7 +47,8 @@ def test_builtins_load_through_entry_points():
     registry = get_registry()
     assert registry.representations["hog"].plugin == "hog"
     assert {"conv", "fc"} <= set(registry.decoders)
-    assert registry.decoders["conv"].plugin == "repinv.decoders"
+    assert registry.decoders["conv"].plugin == "repinv.decoders.paper"
+    assert registry.decoders["residual"].plugin == "repinv.decoders.residual"
 
 
 def test_inline_plugin_registers_all_three_kinds_and_unregisters(doubler_plugin):
@@ -157,7 +158,7 @@ def test_repinv_plugins_env_restricts_entry_points_but_core_always_loads():
             "print(sorted(r.representations), sorted(r.decoders))")
     restricted = _run_python(code, REPINV_PLUGINS="nosuch")
     assert restricted.returncode == 0, restricted.stderr
-    assert restricted.stdout.strip() == "[] ['conv', 'fc']"
+    assert restricted.stdout.strip() == "[] ['conv', 'fc', 'residual']"
     allowed = _run_python(code, REPINV_PLUGINS="hog")
     assert allowed.stdout.startswith("['hog']")
 
