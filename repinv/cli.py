@@ -134,6 +134,11 @@ def plugins() -> None:
 @click.option("--lr", type=float, help="Adam learning rate.")
 @click.option("--width", type=float, help="Decoder width multiplier (1.0 = the paper's channels).")
 @click.option("--workers", type=int, help="Data-loader worker processes.")
+@click.option("--compile/--no-compile", "compile", default=None,
+              help="torch.compile the decoder's step (falls back with one line where it fails).")
+@click.option("--mixed-precision", type=click.Choice(["cuda", "auto", "all", "none"]),
+              help="Run the decoder under bfloat16 autocast on GPUs (cuda, the default), also on CPUs with bfloat16 "
+                   "instructions (auto), everywhere, or never.")
 @click.option("--feature-batch", type=int,
               help="Compute on-the-fly features for this many images at a time, over several steps (default 64).")
 @click.option("--finetune-encoder", is_flag=True, default=None, help="Train the representation too (autoencoder).")

@@ -41,6 +41,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 convolutions faster than float32: any GPU, and CPUs with bfloat16
+    instructions (AVX512-BF16 or AMX, read from Linux's ``/proc/cpuinfo``; elsewhere assumed absent), where
+    oneDNN's bfloat16 kernels are native rather than emulated."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line.split(":", 1)[1].split() for line in cpuinfo if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def check_shape(tensor: Tensor, pattern: Sequence[int | str], what: str = "tensor") -> dict[str, int]:
     """Check a tensor's shape against a pattern and bind its named dimensions.
 

@@ -55,6 +55,10 @@ class TrainConfig:
     schedule: str = "paper"  # "paper" halves the rate at 50/75/90% of training; "paper-to-zero" then decays the
     # last 10% linearly to zero; "constant"; "cosine"
     finetune_encoder: bool = False  # train the representation with the decoder (autoencoder mode)
+    mixed_precision: str = "cuda"  # where the decoder runs under bfloat16 autocast: "cuda" (GPUs only), "auto"
+    # (also CPUs with bfloat16 instructions, AVX512-BF16 or AMX), "all" (every device: slower on CPUs without), "none"
+    compile: bool = False  # torch.compile the decoder's training step (on a CPU it needs a C++ compiler; where
+    # compiling fails, training goes on without it after one warning line)
     workers: int = 2  # data-loader worker processes (0 = load in the training process)
     feature_batch: int = 64  # features computed on the fly are computed for this many images at a time, i.e.
     # for the next several steps' batches in one call, because per-call costs dominate small batches (1: per step)
@@ -105,11 +109,15 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+#: Where the decoder may run under bfloat16 autocast (TrainConfig.mixed_precision).
+MIXED_PRECISION = ("cuda", "auto", "all", "none")
+
 #: The settings as options: each field's kind and default, with the bounds a run needs.
 TRAIN_OPTIONS = dataclass_options(TrainConfig, {
     "width": {"above": 0}, "image_size": {"minimum": 8}, "output_size": {"minimum": 4}, "steps": {"minimum": 1},
     "epochs": {"above": 0}, "batch_size": {"minimum": 1}, "lr": {"above": 0}, "betas": {"minimum": 0, "below": 1},
     "weight_decay": {"minimum": 0}, "schedule": {"kind": SCHEDULES}, "workers": {"minimum": 0},
+    "mixed_precision": {"kind": MIXED_PRECISION},
     "feature_batch": {"minimum": 1}, "time_budget": {"above": 0}, "log_every": {"minimum": 1},
     "sample_every": {"minimum": 1}, "checkpoint_every": {"minimum": 1}, "checkpoint_seconds": {"above": 0},
     "val_every": {"minimum": 1},
@@ -207,9 +215,9 @@ def learning_rate_factor(schedule: str, progress: float) -> float:
 
 
 #: Settings a resumed run may change; everything else must match the run being continued.
-RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "feature_batch", "device", "log_every",
-                                "sample_every", "checkpoint_every", "checkpoint_seconds", "val_every", "val_images",
-                                "val_data"})
+RESUMABLE_SETTINGS = frozenset({"steps", "epochs", "time_budget", "workers", "compile", "mixed_precision",
+                                "feature_batch", "device", "log_every", "sample_every", "checkpoint_every",
+                                "checkpoint_seconds", "val_every", "val_images", "val_data"})
 
 
 def resumed_config(saved: dict[str, Any], changes: dict[str, Any], run: Path | str) -> TrainConfig:

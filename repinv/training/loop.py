@@ -41,10 +41,11 @@ from repinv.representations.base import Representation
 from repinv.rundir import RunDir
 from repinv.training import distributed
 from repinv.training.allocator import keep_freed_memory
+from repinv.training.compiling import CompiledOrEager
 from repinv.training.config import TrainConfig, learning_rate_factor, resumed_config
 from repinv.training.faults import FIRST_CHECKPOINT_SECONDS, disk_full_is_one_line, fault_point, settings_to_restart
 from repinv.training.state import optimizer_from_tensors, optimizer_to_tensors
-from repinv.utils import VERSION, resolve_device
+from repinv.utils import VERSION, fast_bfloat16, resolve_device
 
 __all__ = ["train", "resume", "TrainResult", "TrainingInterrupted"]
 
@@ -57,12 +58,6 @@ clock: Callable[[], float] = time.monotonic
 
 class TrainingInterrupted(RepinvError):
     """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint."""
-
-
-
-
-
-
 
 
 @dataclass
@@ -81,15 +76,17 @@ class _Network(nn.Module):
     """Images (or their features) to reconstructions: the one module DistributedDataParallel wraps, so that a
     fine-tuned representation's gradients are averaged over the processes along with the decoder's."""
 
-    def __init__(self, representation: Representation, decoder: nn.Module, finetune_encoder: bool) -> None:
+    def __init__(self, representation: Representation, decoder: nn.Module, finetune_encoder: bool,
+                 bfloat16: bool) -> None:
         super().__init__()
         self.representation, self.decoder, self.finetune_encoder = representation, decoder, finetune_encoder
+        self.autocast_bfloat16 = bfloat16
 
     def forward(self, images: Tensor, features: Tensor | None = None) -> Tensor:
         if features is None:
             with torch.set_grad_enabled(self.finetune_encoder):
                 features = self.representation(images)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast_bfloat16):
             reconstructions: Tensor = self.decoder(features)
         return reconstructions
 
@@ -128,7 +125,9 @@ class _Trainer:
         self.spec = self.representation.spec(self.size)
         self.decoder = build_decoder(self.spec, self.size, config.decoder, self.output_size,
                                      **config.decoder_arguments()).to(self.device)
-        if self.device.type == "cuda":
+        # Channels-last is CUDA's fast layout; on a CPU it speeds up compiled steps (1.3x for the residual decoder,
+        # docs/benchmarks.md) but not eager ones.
+        if self.device.type == "cuda" or config.compile:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
         parameters = list(self.decoder.parameters())
         if config.finetune_encoder:
@@ -136,7 +135,11 @@ class _Trainer:
             parameters += [p for p in self.representation.parameters() if p.requires_grad]
         else:
             self.representation.requires_grad_(False)
-        network = _Network(self.representation, self.decoder, config.finetune_encoder)
+        # The eager decoder stays the one saved and validated; the step runs through the compiled one when asked.
+        decoder_step = CompiledOrEager(self.decoder) if config.compile else self.decoder
+        bfloat16 = {"cuda": self.device.type == "cuda", "auto": fast_bfloat16(self.device), "all": True,
+                    "none": False}[config.mixed_precision]
+        network = _Network(self.representation, decoder_step, config.finetune_encoder, bfloat16)
         # Buffers are constants (filters, tables) or the same everywhere: no need to send them every step.
         self.network = DistributedDataParallel(network, broadcast_buffers=False) if self.processes.world > 1 \
             else network
