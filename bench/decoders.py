@@ -9,9 +9,9 @@ speed drops out) with each seed, then scored on all of ``--val`` (10,000 Tiny Im
 candidate wins only by more than the spread between seeds.
 
 ``time``: each recipe trained for ``--budget`` seconds (``--time-budget``: the rate anneals with the clock, and
-``torch.compile``'s compilation, when a recipe asks for it, happens inside the budget), interleaved A, B, A, B so
-that the shared machine's drifting speed hits both alike; round ``r`` uses seed ``r``. Steps reached and images/s
-are reported beside the scores.
+``torch.compile``'s compilation, when a recipe asks for it, happens inside the budget, from an empty cache),
+interleaved A, B, A, B so that the shared machine's drifting speed hits both alike; round ``r`` uses seed ``r``.
+Steps reached and images/s are reported beside the scores.
 
 ``profile``: where one training step's time goes, per top-level layer of each recipe's decoder (forward and
 backward timed layer by layer on the layer's own input), beside the features, the loss and the optimizer update,
@@ -27,6 +27,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,9 @@ def _run(recipe: str, out: Path, data: str, val: str, extra: list[str]) -> dict[
         if out.exists():
             raise SystemExit(f"{out} holds an unfinished run: delete it and run the benchmark again")
         train = repinv_command("train", "--recipe", recipe, "--data", data, "--out", str(out), "--quiet", *extra)
-        run_child(train).check(display(train))
+        # A cache of its own, so that every run that compiles pays the whole compilation, as on a fresh machine.
+        with tempfile.TemporaryDirectory() as cache:
+            run_child(train, {"TORCHINDUCTOR_CACHE_DIR": cache}).check(display(train))
         score = repinv_command("evaluate", "--checkpoint", str(out), "--data", val, "--workers", "0")
         run_child(score).check(display(score))
     scores = json.loads(evaluation.read_text())["decoder"]
