@@ -24,9 +24,15 @@ def _invoke(*args: str):
 def trained_run(tmp_path_factory, photo_folder):
     run = tmp_path_factory.mktemp("runs") / "hog"
     result = _invoke("train", "--rep", "hog", "--data", str(photo_folder), "--image-size", "32", "--width", "0.05",
-                     "--steps", "2", "--batch-size", "4", "--workers", "0", "--out", str(run), "--quiet")
+                     "--steps", "2", "--batch-size", "4", "--workers", "0", "--out", str(run), "--quiet",
+                     "--no-compile", "--mixed-precision", "none")
     assert result.exit_code == 0, result.output
     return run
+
+
+def test_step_speed_flags_reach_the_run(trained_run):
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["compile"] is False and config["mixed_precision"] == "none"
 
 
 def _one_line_error(result, *fragments: str) -> None:

@@ -92,7 +92,7 @@ def test_config_values_take_their_fields_types():
 
 
 def test_option_dicts_merge_with_the_recipe():
-    config = make_config("hog-64", decoder_options={"convs": 2})
+    config = make_config("hog-64-conv", decoder_options={"convs": 2})
     assert config.decoder_options == {"contract": 0, "convs": 2}
 
 

@@ -97,7 +97,7 @@ def test_cli_bad_method_is_one_line(tmp_path):
 def test_hog_ranking_on_tiny_imagenet(tiny_imagenet, tmp_path):
     """decoder < linear < mean in normalized error, on held-out Tiny ImageNet images (HOG, 64x64).
 
-    The decoder is trained here for 4,000 steps of the hog-64 recipe on one shard (a step count, not a time
+    The decoder is trained here for 4,000 steps of the hog-64-conv recipe on one shard (a step count, not a time
     budget, so a busy machine gives the same decoder; ~0.47 in docs/benchmarks.md), the linear baseline on 5,000
     images of the same shard (~0.53).
     """
@@ -105,7 +105,7 @@ def test_hog_ranking_on_tiny_imagenet(tiny_imagenet, tmp_path):
     from repinv.training.loop import train
 
     shard = str(tiny_imagenet / "train-000.tar")
-    config = make_config("hog-64", data=[shard], steps=4000, device="cpu", sample_every=10**6,
+    config = make_config("hog-64-conv", data=[shard], steps=4000, device="cpu", sample_every=10**6,
                          checkpoint_every=10**6, val_every=10**6)
     train(config, tmp_path / "decoder", show_progress=False)
     fit_linear("hog", shard, tmp_path / "linear", limit=5000, device="cpu")

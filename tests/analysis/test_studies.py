@@ -190,7 +190,7 @@ def test_checkpoints_are_required_and_checked_before_any_work(runs, tmp_path):
 def test_hog_on_tiny_imagenet_unperturbed_row_is_lowest(tiny_imagenet, tmp_path):
     """A HOG decoder trained briefly on real photos: perturbed features reconstruct worse than the originals."""
     # A fixed number of steps, not a time budget, so the outcome does not depend on how busy the machine is.
-    config = make_config("hog-64", data=[str(tiny_imagenet / "train-000.tar")], width=0.1, steps=150, device="cpu",
+    config = make_config("hog-64-conv", data=[str(tiny_imagenet / "train-000.tar")], width=0.1, steps=150, device="cpu",
                          sample_every=10**6, checkpoint_every=10**6, val_every=10**6)
     run = train(config, tmp_path / "hog", show_progress=False).run
     out = tmp_path / "study"

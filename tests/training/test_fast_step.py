@@ -1,18 +1,22 @@
-"""torch.compile of the training step: a failed compilation falls back to eager with one line; a real one trains
-like eager."""
+"""A faster training step: torch.compile (a failed compilation falls back to eager with one line; a real one trains
+like eager) and bfloat16 autocast (where the device runs it natively, or where asked)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 
 import pytest
 import torch
 from torch import nn
 
+from repinv import utils
+from repinv.errors import InvalidOption
 from repinv.training import compiling
 from repinv.training.compiling import CompiledOrEager, CompileWarning
 from repinv.training.config import make_config
-from repinv.training.loop import train
+from repinv.training.loop import resume, train
+from repinv.utils import fast_bfloat16
 
 
 def _failing_compile(module: nn.Module) -> object:
@@ -61,3 +65,40 @@ def test_compiled_training_matches_eager_training(photo_folder, tmp_path):
     compiled = train(make_config(**settings, compile=True), tmp_path / "compiled", show_progress=False)
     # the same steps, up to the order of floating-point sums in fused kernels
     assert compiled.loss == pytest.approx(eager.loss, rel=1e-3)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu avx2 avx512f avx512_bf16 sse", True),
+                                                 ("fpu avx2 amx_tile amx_bf16", True),
+                                                 ("fpu avx2 avx512f avx512bw", False)])
+def test_bfloat16_counts_as_fast_on_cpus_with_bfloat16_instructions(monkeypatch, flags: str, expected: bool) -> None:
+    cpuinfo = f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n"
+    monkeypatch.setattr(utils, "open", lambda *args, **kwargs: io.StringIO(cpuinfo), raising=False)
+    assert fast_bfloat16(torch.device("cpu")) is expected
+    assert fast_bfloat16(torch.device("cuda")) is True
+    assert fast_bfloat16(torch.device("meta")) is False
+
+
+def test_without_cpuinfo_a_cpu_is_not_assumed_fast(monkeypatch) -> None:
+    def missing(*args: object, **kwargs: object) -> None:
+        raise FileNotFoundError("/proc/cpuinfo")
+    monkeypatch.setattr(utils, "open", missing, raising=False)
+    assert fast_bfloat16(torch.device("cpu")) is False
+
+
+def test_mixed_precision_runs_the_decoder_in_bfloat16_on_a_cpu(photo_folder, tmp_path) -> None:
+    settings = dict(rep="hog", image_size=32, width=0.05, steps=2, batch_size=4, workers=0, data=[str(photo_folder)],
+                    device="cpu", log_every=1)
+    full = train(make_config(**settings, mixed_precision="none"), tmp_path / "full", show_progress=False)
+    mixed = train(make_config(**settings, mixed_precision="all"), tmp_path / "mixed", show_progress=False)
+    # the same run up to bfloat16 rounding: close, but not equal
+    assert mixed.loss == pytest.approx(full.loss, rel=0.05) and mixed.loss != full.loss
+
+
+def test_mixed_precision_is_validated_and_may_change_on_resume(photo_folder, tmp_path) -> None:
+    with pytest.raises(InvalidOption, match="mixed_precision"):
+        make_config(mixed_precision="fp16")
+    settings = dict(rep="hog", image_size=32, width=0.05, steps=2, batch_size=4, workers=0, data=[str(photo_folder)],
+                    device="cpu")
+    train(make_config(**settings), tmp_path / "run", show_progress=False)
+    result = resume(tmp_path / "run", steps=3, mixed_precision="all", compile=False, show_progress=False)
+    assert result.step == 3
