@@ -15,13 +15,13 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repinv.errors import ShapeError
-from repinv.options import Option
-from repinv.representations.base import FeatureSpec
+from repinv.errors import InvalidOption, ShapeError
+from repinv.options import Option, size_pair, validate_options
+from repinv.representations.base import FeatureSpec, as_feature_spec
 from repinv.utils import check_shape
 
-__all__ = ["Decoder", "up_steps", "level_channels", "halved", "init_layer", "automatic", "channel_cap", "WIDTH",
-           "MAX_CHANNELS_OPTION", "SLOPE", "OUTPUT_BIAS"]
+__all__ = ["Decoder", "up_steps", "level_channels", "halved", "init_layer", "automatic", "channel_cap",
+           "map_decoder_arguments", "WIDTH", "MAX_CHANNELS_OPTION", "SLOPE", "OUTPUT_BIAS"]
 
 SLOPE = 0.2  # leaky ReLU slope, as in the paper
 BASE_CHANNELS = 16  # a layer k up-convolutions before the output has 16 * 2**k channels (Table 1: 32, 64, 128, 256)
@@ -213,3 +213,17 @@ def channel_cap(width: float, max_channels: int | str | None) -> int:
     """The most channels of any layer: the ``max_channels`` option, or ``round(256 * width)`` where it is automatic."""
     cap = automatic(max_channels)
     return max(1, round(MAX_CHANNELS * width)) if cap is None else cap
+
+
+def map_decoder_arguments(name: str, spec: FeatureSpec, output_size: tuple[int, int], options: dict[str, Any],
+                          schema: Sequence[Option]) -> tuple[FeatureSpec, tuple[int, int], dict[str, Any]]:
+    """A feature-map decoder's arguments, checked: the spec (a map), the output size and the validated options.
+
+    Raises:
+        InvalidOption: a vector spec (naming the fc decoder), a bad size, an unknown option or a bad value.
+    """
+    spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
+    if spec.kind != "map":
+        raise InvalidOption(f"the {name} decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
+                            "use the fc decoder (decoder='fc', or leave the decoder unset to choose automatically)")
+    return spec, output, validate_options(f"{name} decoder", options, schema)

@@ -25,9 +25,9 @@ from repinv.decoders.base import (
     halved,
     init_layer,
     level_channels,
+    map_decoder_arguments,
     up_steps,
 )
-from repinv.errors import InvalidOption
 from repinv.options import Option, size_pair, validate_options
 from repinv.registry.hookspecs import hookimpl
 from repinv.representations.base import FeatureSpec, as_feature_spec
@@ -137,11 +137,7 @@ def conv_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options: Any
     Shape:
         input ``(B, C, h, w)``; output ``(B, 3, H, W)``.
     """
-    spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
-    if spec.kind != "map":
-        raise InvalidOption(f"the conv decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
-                            "use the fc decoder (decoder='fc', or leave the decoder unset to choose automatically)")
-    merged = validate_options("conv decoder", options, CONV_OPTIONS)
+    spec, output, merged = map_decoder_arguments("conv", spec, output_size, options, CONV_OPTIONS)
     width, convs = merged["width"], merged["convs"]
     cap = channel_cap(width, merged["max_channels"])
     contract = automatic(merged["contract"])

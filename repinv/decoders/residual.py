@@ -27,12 +27,13 @@ from repinv.decoders.base import (
     channel_cap,
     init_layer,
     level_channels,
+    map_decoder_arguments,
     up_steps,
 )
 from repinv.errors import InvalidOption
-from repinv.options import Option, size_pair, validate_options
+from repinv.options import Option
 from repinv.registry.hookspecs import hookimpl
-from repinv.representations.base import FeatureSpec, as_feature_spec
+from repinv.representations.base import FeatureSpec
 
 __all__ = ["ResidualBlock", "ShuffleUp", "residual_decoder", "RESIDUAL_OPTIONS"]
 
@@ -142,11 +143,7 @@ def residual_decoder(spec: FeatureSpec, output_size: tuple[int, int], **options:
     Shape:
         input ``(B, C, h, w)``; output ``(B, 3, H, W)``.
     """
-    spec, output = as_feature_spec(spec), size_pair(output_size, "output_size")
-    if spec.kind != "map":
-        raise InvalidOption(f"the residual decoder needs a feature map (C, h, w), got a vector of shape {spec}; "
-                            "use the fc decoder (decoder='fc')")
-    merged = validate_options("residual decoder", options, RESIDUAL_OPTIONS)
+    spec, output, merged = map_decoder_arguments("residual", spec, output_size, options, RESIDUAL_OPTIONS)
     width, kernel, norm, upsample = merged["width"], merged["kernel"], merged["norm"], merged["upsample"]
     if kernel % 2 == 0:
         raise InvalidOption(f"residual decoder option kernel must be odd (3, 5, ...), got {kernel}")
