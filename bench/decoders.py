@@ -109,7 +109,8 @@ def _median_ms(work: Callable[[], object], repeats: int) -> float:
 
 
 def step_profile(recipe: str, repeats: int) -> dict[str, Any]:
-    """Forward and backward time of each top-level layer of ``recipe``'s decoder, and of the rest of a step."""
+    """Forward and backward time of each top-level layer of ``recipe``'s decoder, and of the rest of a step (eager,
+    float32: where the arithmetic is, before compilation and bfloat16 change its speed)."""
     config = repinv.make_config(recipe)
     torch.manual_seed(0)
     representation = repinv.create_representation(config.rep, **config.rep_options).eval()
@@ -120,17 +121,24 @@ def step_profile(recipe: str, repeats: int) -> dict[str, Any]:
     images = torch.rand(config.batch_size, 3, *size)
     features = representation(images)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, fused=True)
-    layers, x = [], features
+    # A weighted layer and the parameter-free layers after it (its activation, in place) are timed as one unit.
+    units: list[tuple[str, list[torch.nn.Module]]] = []
     for name, layer in decoder.layers.named_children():
+        if units and not any(True for _ in layer.parameters()):
+            units[-1][1].append(layer)
+        else:
+            units.append((name, [layer]))
+    layers, x = [], features
+    for name, members in units:
+        unit = torch.nn.Sequential(*members)
         inputs = x.detach().requires_grad_(True)
-        forward = _median_ms(lambda layer=layer, inputs=inputs: layer(inputs), repeats)
-        output = layer(inputs)
+        forward = _median_ms(lambda unit=unit, inputs=inputs: unit(inputs), repeats)
+        output = unit(inputs)
         grad = torch.randn_like(output)
         backward = _median_ms(lambda output=output, inputs=inputs, grad=grad: torch.autograd.grad(
             output, inputs, grad, retain_graph=True), repeats)
-        if sum(p.numel() for p in layer.parameters()) or forward + backward > 0.05:
-            layers.append({"layer": name, "output": list(output.shape[1:]), "forward_ms": round(forward, 3),
-                           "backward_ms": round(backward, 3)})
+        layers.append({"layer": name, "output": list(output.shape[1:]), "forward_ms": round(forward, 3),
+                       "backward_ms": round(backward, 3)})
         x = output.detach()
 
     def step() -> None:
