@@ -41,8 +41,9 @@ import repinv
 from repinv.progress import console
 
 
-def _run(recipe: str, out: Path, data: str, val: str, extra: list[str]) -> dict[str, Any]:
-    """Train ``recipe`` into ``out`` (unless done) and score it on ``val``; the training and scoring figures."""
+def _run(recipe: str, out: Path, data: str, val: str, extra: list[str], limit: int | None) -> dict[str, Any]:
+    """Train ``recipe`` into ``out`` (unless done) and score it on ``val`` (its first ``limit`` images, or all); the
+    training and scoring figures."""
     evaluation = out / "evaluation.json"
     if not evaluation.is_file():
         if out.exists():
@@ -51,7 +52,8 @@ def _run(recipe: str, out: Path, data: str, val: str, extra: list[str]) -> dict[
         # A cache of its own, so that every run that compiles pays the whole compilation, as on a fresh machine.
         with tempfile.TemporaryDirectory() as cache:
             run_child(train, {"TORCHINDUCTOR_CACHE_DIR": cache}).check(display(train))
-        score = repinv_command("evaluate", "--checkpoint", str(out), "--data", val, "--workers", "0")
+        score = repinv_command("evaluate", "--checkpoint", str(out), "--data", val, "--workers", "0",
+                               *(["--limit", str(limit)] if limit else []))
         run_child(score).check(display(score))
     scores = json.loads(evaluation.read_text())["decoder"]
     log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"images_per_s"' in line]
@@ -77,7 +79,7 @@ def equal_steps(args: argparse.Namespace, data: str, val: str) -> list[dict[str,
         for recipe in pair:
             for seed in args.seeds:
                 out = args.out / f"steps{args.steps}-{recipe}-seed{seed}"
-                rows.append(_run(recipe, out, data, val, ["--steps", str(args.steps), "--seed", str(seed)])
+                rows.append(_run(recipe, out, data, val, ["--steps", str(args.steps), "--seed", str(seed)], args.limit)
                             | {"seed": seed})
                 console.print(f"{recipe} seed {seed}: {rows[-1]['normalized_error']:.4f}")
     return rows
@@ -90,7 +92,8 @@ def equal_time(args: argparse.Namespace, data: str, val: str) -> list[dict[str, 
         for seed in range(args.rounds):
             for recipe in pair:
                 out = args.out / f"time{args.budget:g}-{recipe}-seed{seed}"
-                rows.append(_run(recipe, out, data, val, ["--time-budget", f"{args.budget:g}", "--seed", str(seed)])
+                rows.append(_run(recipe, out, data, val, ["--time-budget", f"{args.budget:g}", "--seed", str(seed)],
+                                 args.limit)
                             | {"seed": seed})
                 console.print(f"{recipe} seed {seed}: {rows[-1]['normalized_error']:.4f} after "
                               f"{rows[-1]['steps']:,} steps ({rows[-1]['images_per_s']} images/s)")
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--budget", type=float, default=600.0, help="seconds of training per run")
+    parser.add_argument("--limit", type=int, help="score on the first N validation images (default: all)")
     parser.add_argument("--repeats", type=int, default=50, help="timings per layer (profile)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "decoders")
     parser.add_argument("--results", type=Path, help="JSON path (default bench/results/decoders-PART.json)")
