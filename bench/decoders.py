@@ -138,8 +138,9 @@ def step_profile(recipe: str, repeats: int) -> dict[str, Any]:
         forward = _median_ms(lambda unit=unit, inputs=inputs: unit(inputs), repeats)
         output = unit(inputs)
         grad = torch.randn_like(output)
-        backward = _median_ms(lambda output=output, inputs=inputs, grad=grad: torch.autograd.grad(
-            output, inputs, grad, retain_graph=True), repeats)
+        wrt = [inputs, *unit.parameters()]  # the weights' gradients are half a convolution's backward pass
+        backward = _median_ms(lambda output=output, wrt=wrt, grad=grad: torch.autograd.grad(
+            output, wrt, grad, retain_graph=True), repeats)
         layers.append({"layer": name, "output": list(output.shape[1:]), "forward_ms": round(forward, 3),
                        "backward_ms": round(backward, 3)})
         x = output.detach()
