@@ -117,7 +117,8 @@ def plugins() -> None:
 @click.option("--recipe", help=f"A shipped recipe ({', '.join(list_recipes())}) or a .toml path; flags override it.")
 @click.option("--rep", help="Representation to invert, e.g. hog, alexnet:fc8 (see `repinv reps`).")
 @click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
-@click.option("--decoder", help="Decoder architecture (default: conv for feature maps, fc for vectors).")
+@click.option("--decoder", help="Decoder architecture: conv, residual or fc (default: conv for feature maps, fc for "
+                                 "vectors).")
 @click.option("--decoder-opt", "decoder_opts", multiple=True, metavar="KEY=VALUE", help="Decoder option (repeatable).")
 @click.option("--data", multiple=True, help="Training images: folder, quoted tar glob, or builtin (repeatable).")
 @click.option("--features", type=click.Path(file_okay=False),
