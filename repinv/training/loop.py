@@ -140,7 +140,8 @@ class _Trainer:
         bfloat16 = {"cuda": self.device.type == "cuda", "auto": fast_bfloat16(self.device), "all": True,
                     "none": False}[config.mixed_precision]
         network = _Network(self.representation, decoder_step, config.finetune_encoder, bfloat16)
-        # Buffers are constants (filters, tables) or the same everywhere: no need to send them every step.
+        # Buffers are constants (filters, tables), or batch-norm statistics that each process keeps for itself (rank
+        # 0's are saved): no need to send them every step.
         self.network = DistributedDataParallel(network, broadcast_buffers=False) if self.processes.world > 1 \
             else network
         # The fused kernel updates all parameters at once: about 1 ms less per step than per-tensor updates on a CPU.
