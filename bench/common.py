@@ -30,11 +30,13 @@ from rich.table import Table
 from repinv.data.sources import default_data_root
 from repinv.files import write_json
 from repinv.progress import console
-from repinv.training.config import load_recipe
+from repinv.registry.factories import build_decoder
+from repinv.representations.base import FeatureSpec
+from repinv.training.config import TrainConfig, load_recipe
 
 __all__ = ["LOG_EVERY", "REPO", "RESULTS", "ChildRun", "display", "machine_info", "mib", "print_table",
-           "random_weights", "repinv_command", "run_child", "shards", "start", "subset_tar", "train_throughput",
-           "training_images", "training_rate", "write_results"]
+           "random_weights", "recipe_decoder", "repinv_command", "run_child", "shards", "start", "subset_tar",
+           "train_throughput", "training_images", "training_rate", "write_results"]
 
 REPO = Path(__file__).resolve().parents[1]
 #: Where each script writes its JSON unless told otherwise (ignored by git: figures go into docs/benchmarks.md).
@@ -322,3 +324,11 @@ def train_throughput(recipe: str, out: Path, *, steps: int, warmup: int, threads
     rate = training_rate(out, -(-max(warmup, 1) // LOG_EVERY) * LOG_EVERY)
     return {**rate, "peak_rss_mib": mib(child.peak_rss), "wall_s": round(child.seconds, 1),
             "command": display(command, env)}
+
+
+def recipe_decoder(config: TrainConfig, spec: FeatureSpec) -> torch.nn.Module:
+    """A recipe's decoder for features of ``spec``, as ``repinv.train`` builds it (``width`` is shorthand for a
+    decoder option)."""
+    size = (config.image_size, config.image_size)
+    output = (config.output_size or config.image_size,) * 2
+    return build_decoder(spec, size, config.decoder, output, **config.decoder_arguments())

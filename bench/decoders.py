@@ -35,7 +35,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import REPO, display, print_table, repinv_command, run_child, shards, start, write_results
+from common import (
+    REPO,
+    display,
+    print_table,
+    recipe_decoder,
+    repinv_command,
+    run_child,
+    shards,
+    start,
+    write_results,
+)
 
 import repinv
 from repinv.progress import console
@@ -118,8 +128,7 @@ def step_profile(recipe: str, repeats: int) -> dict[str, Any]:
     torch.manual_seed(0)
     representation = repinv.create_representation(config.rep, **config.rep_options).eval()
     size = (config.image_size, config.image_size)
-    decoder = repinv.build_decoder(representation.spec(size), size, config.decoder,
-                                   (config.output_size or config.image_size,) * 2, **config.decoder_arguments())
+    decoder = recipe_decoder(config, representation.spec(size))
     decoder.train()
     images = torch.rand(config.batch_size, 3, *size)
     features = representation(images)

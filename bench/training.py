@@ -36,6 +36,7 @@ from common import (
     mib,
     print_table,
     random_weights,
+    recipe_decoder,
     repinv_command,
     run_child,
     start,
@@ -106,14 +107,6 @@ def throughput(args: argparse.Namespace, source: str, workdir: Path) -> list[dic
     return rows
 
 
-def _decoder(config: repinv.TrainConfig, spec: repinv.FeatureSpec) -> torch.nn.Module:
-    """The recipe's decoder, as ``repinv.train`` builds it (``width`` is shorthand for a decoder option)."""
-    options = ({} if config.width is None else {"width": config.width}) | config.decoder_options
-    size = (config.image_size, config.image_size)
-    output = (config.output_size or config.image_size,) * 2
-    return repinv.build_decoder(spec, size, config.decoder, output, **options)
-
-
 def step_share(recipe: str, source: str, blocks: int) -> dict[str, Any]:
     """Part 2 for one recipe: median time of a training step with and without computing the features.
 
@@ -129,7 +122,7 @@ def step_share(recipe: str, source: str, blocks: int) -> dict[str, Any]:
     group = 1 if representation.per_image else -(-config.feature_batch // config.batch_size)
     dataset = ImageDataset(source, config.image_size, train=False)
     pool = torch.stack([dataset[i % len(dataset)] for i in range(config.batch_size * group)])
-    decoder = _decoder(config, representation.spec((config.image_size, config.image_size)))
+    decoder = recipe_decoder(config, representation.spec((config.image_size, config.image_size)))
     optimizer = torch.optim.Adam(decoder.parameters(), lr=config.lr, betas=config.betas, fused=True)
 
     def features() -> torch.Tensor:
