@@ -398,7 +398,9 @@ class _Trainer:
                     loss_value = window_loss / window_steps
                     advance(self._progress() - shown, status=self._status(loss_value, rate))
                     shown = self._progress()
-                    if self.step % config.log_every == 0:
+                    last = spent >= 1 or bool(stop) or self.step == self.total
+                    # The last step is always logged, so that even a run shorter than log_every has a log.
+                    if self.step % config.log_every == 0 or last:
                         loss_value = distributed.average(self.processes, [loss_value], self.device)[0]
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
                                    "images_per_s": rate, "elapsed": self.elapsed})
@@ -408,7 +410,7 @@ class _Trainer:
                     if main and self.val_set is not None and self.step % config.val_every == 0:
                         self._validate(self.val_set)
                     if (self.step % config.checkpoint_every == 0 or now - last_save >= save_every
-                            or spent >= 1 or stop or self.step == self.total):
+                            or last):
                         self.save()
                         last_save, save_every = clock(), config.checkpoint_seconds
                     if spent >= 1:

@@ -197,6 +197,12 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(photo_folder, tmp_path):
     result = train(_config(photo_folder, steps=100_000, time_budget=0.5), tmp_path / "run", show_progress=False)
     assert result.stopped_by == "time_budget" and 0 < result.step < 100_000
     assert read_metadata(tmp_path / "run" / "state.safetensors")["step"] == result.step
+    assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == result.step
+
+
+def test_the_log_ends_with_the_last_step_whatever_log_every(photo_folder, tmp_path):
+    run = train(_config(photo_folder, log_every=3), tmp_path / "run", show_progress=False).run
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [3, 4]
 
 
 def test_validation_keeps_the_best_checkpoint(photo_folder, tmp_path):
