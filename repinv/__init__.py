@@ -26,6 +26,7 @@ from repinv.errors import (
                            NotDifferentiable,
                            RepinvError,
                            ShapeError,
+                           TrainingFailed,
                            UnknownName,
                            UnknownRepresentation,
                            UnknownVariant,
@@ -37,6 +38,7 @@ from repinv.inversion.linear import LinearInverter, fit_linear, load_linear
 from repinv.inversion.loading import load_inverter
 from repinv.inversion.mean import MeanImageInverter, load_mean_image
 from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings, optimize_images
+from repinv.losses import Comparator, LossTerm, TrainingLoss, format_loss, list_losses, parse_loss
 from repinv.options import (
                            Option,
                            dataclass_options,
@@ -67,7 +69,9 @@ __all__ = [
     # decoders, data, training
     "build_decoder", "decoder_from_config", "ImageDataset", "load_image", "load_images", "DataWarning",
     "TrainConfig", "make_config", "load_recipe", "list_recipes", "train", "resume", "TrainResult",
-    "TrainingInterrupted", "cache_features", "FeatureCache", "RunDir",
+    "TrainingInterrupted", "TrainingFailed", "cache_features", "FeatureCache", "RunDir",
+    # losses
+    "LossTerm", "TrainingLoss", "Comparator", "parse_loss", "format_loss", "list_losses",
     # inversion methods (Inverter and load: the decoder's, under their earlier names)
     "InversionMethod", "DecoderInverter", "Inverter", "load_decoder", "load", "load_inverter", "MeanImageInverter",
     "load_mean_image", "evaluate", "psnr", "ssim",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import click
 from rich.table import Table
 
 from repinv.errors import RepinvError
+from repinv.losses.base import list_losses
 from repinv.options import parse_options
 from repinv.progress import console
 from repinv.registry.manager import get_registry
@@ -114,12 +116,58 @@ def plugins() -> None:
 
 
 @cli.command()
+def losses() -> None:
+    """List the loss terms `repinv train --loss` can combine."""
+    console.print(_rows_table("loss terms", ["term", "description"], [[name, description] for name, description
+                                                                       in list_losses().items()]))
+
+
+def _per_term(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"feature.rep": X}`` as ``{"feature": {"rep": X}}``."""
+    terms: dict[str, dict[str, Any]] = {}
+    for key, value in options.items():
+        term, dot, name = key.partition(".")
+        if not dot or not term or not name:
+            raise click.UsageError(f"--loss-opt takes TERM.KEY=VALUE (e.g. feature.rep=NAME), got {key}={value}")
+        terms.setdefault(term, {})[name] = value
+    return terms
+
+
+def perceptual_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The comparator options that evaluate, analyze and compare share."""
+    command = click.option("--perceptual-opt", "perceptual_opts", multiple=True, metavar="KEY=VALUE",
+                           help="Option of the --perceptual comparator, e.g. weights=FILE, input_size=64.")(command)
+    return click.option("--perceptual", metavar="REP",
+                        help="Also report the perceptual error in this differentiable representation's features, "
+                             "e.g. timm:tf_efficientnet_lite0:blocks.5 (frozen).")(command)
+
+
+def _comparator(perceptual: str | None, perceptual_opts: tuple[str, ...]) -> Any:
+    """The --perceptual comparator, or None."""
+    if not perceptual:
+        if perceptual_opts:
+            raise click.UsageError("--perceptual-opt needs --perceptual REP")
+        return None
+    from repinv.losses.perceptual import Comparator
+
+    comparator = Comparator(perceptual, **parse_options(perceptual_opts, "--perceptual-opt"))
+    console.print(f"perceptual error in the features of {comparator.name}", highlight=False)
+    return comparator
+
+
+@cli.command()
 @click.option("--recipe", help=f"A shipped recipe ({', '.join(list_recipes())}) or a .toml path; flags override it.")
 @click.option("--rep", help="Representation to invert, e.g. hog, alexnet:fc8 (see `repinv reps`).")
 @click.option("--rep-opt", "rep_opts", multiple=True, metavar="KEY=VALUE", help="Representation option (repeatable).")
 @click.option("--decoder", help="Decoder architecture: conv, residual or fc (default: conv for feature maps, fc for "
                                  "vectors).")
 @click.option("--decoder-opt", "decoder_opts", multiple=True, metavar="KEY=VALUE", help="Decoder option (repeatable).")
+@click.option("--loss", help="Training loss: terms joined by +, e.g. 'mse + 0.01*feature' (see `repinv losses`; "
+                              "default mse, the paper's).")
+@click.option("--loss-opt", "loss_opts", multiple=True, metavar="TERM.KEY=VALUE",
+              help="Loss term option, e.g. feature.rep=timm:tf_efficientnet_lite0:blocks.3 (repeatable).")
+@click.option("--init", type=click.Path(file_okay=False),
+              help="Start the decoder from this run's weights (fine-tuning; same representation and decoder).")
 @click.option("--data", multiple=True, help="Training images: folder, quoted tar glob, or builtin (repeatable).")
 @click.option("--features", type=click.Path(file_okay=False),
               help="Train from a feature cache (`repinv features`) instead of --data; it sets --rep and --image-size.")
@@ -151,8 +199,8 @@ def plugins() -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/REP-TIME).")
 @click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str, ...], out: str | None,
-          resume: str | None, quiet: bool, **flags: Any) -> None:
+def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str, ...], loss_opts: tuple[str, ...],
+          out: str | None, resume: str | None, quiet: bool, **flags: Any) -> None:
     """Train a decoder that inverts a representation.
 
     \b
@@ -160,6 +208,8 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
         repinv train --recipe hog-64 --data 'shards/train-*.tar' --time-budget 600
         repinv train --rep alexnet:fc8 --rep-opt weights=none --data photos/
         repinv train --resume runs/hog-64 --steps 40000
+        repinv train --recipe hog-64 --init runs/hog-64 --loss 'mse + 0.01*feature' \\
+            --loss-opt feature.rep=timm:tf_efficientnet_lite0:blocks.3 --loss-opt feature.weights=lite0.safetensors
     """
     from repinv.data.cache_format import read_manifest
     from repinv.training.loop import resume as resume_run
@@ -167,6 +217,7 @@ def train(recipe: str | None, rep_opts: tuple[str, ...], decoder_opts: tuple[str
 
     flags.update(rep_options=parse_options(rep_opts, "--rep-opt"),
                  decoder_options=parse_options(decoder_opts, "--decoder-opt"),
+                 loss_options=_per_term(parse_options(loss_opts, "--loss-opt")),
                  data=list(flags["data"]), val_data=list(flags["val_data"]))
     if flags["features"] and (flags["data"] or flags["rep"] or flags["image_size"]):
         raise click.UsageError("--features takes the representation, images and image size from the cache; "
@@ -249,8 +300,10 @@ def features(reps: tuple[str, ...], rep_opts: tuple[str, ...], data: tuple[str, 
 @click.option("--size", type=click.Choice(["training", "native"]), default="training", show_default=True,
               help="native: also score the photos at their own sizes, with an error that does not depend on size "
                    "(runs whose features follow the image size, with a conv decoder).")
+@perceptual_options
 def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int, workers: int, device: str,
-             out: str | None, grid: str | None, size: str) -> None:
+             out: str | None, grid: str | None, size: str, perceptual: str | None,
+             perceptual_opts: tuple[str, ...]) -> None:
     """Score a trained decoder on test images beside the mean-image baseline."""
     from repinv.analysis.evaluate import evaluate as score
     from repinv.analysis.evaluate import full_size_scores
@@ -262,7 +315,7 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
     inverter = load_decoder(run, device)
     grid_path = Path(grid) if grid else RunDir(run).evaluation_grid
     result = score(inverter, list(data), batch_size=batch_size, limit=limit, workers=workers, show_progress=True,
-                   grid=grid_path)
+                   grid=grid_path, comparator=_comparator(perceptual, perceptual_opts))
     result.update(checkpoint=str(run), data=list(data))
     baseline = result.get("mean_image", {})
     rows = [[label, fmt.format(result["decoder"][key]) if key in result["decoder"] else "–",
@@ -303,9 +356,11 @@ def evaluate(run: str, data: tuple[str, ...], limit: int | None, batch_size: int
 @click.option("--seed", default=0, show_default=True, help="Seeds the perturbations and the random features.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Output folder (default RUN/analysis; required with several checkpoints).")
+@perceptual_options
 def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[str, ...], list_only: bool,
             interpolate: tuple[str, str] | None, steps: int, sample: str | None, count: int, alpha: float,
-            limit: int | None, batch_size: int, workers: int, device: str, seed: int, out: str | None) -> None:
+            limit: int | None, batch_size: int, workers: int, device: str, seed: int, out: str | None,
+            perceptual: str | None, perceptual_opts: tuple[str, ...]) -> None:
     """Study what a representation keeps: perturbed features, interpolations, random feature vectors.
 
     \b
@@ -333,7 +388,7 @@ def analyze(runs: tuple[str, ...], data: tuple[str, ...], perturbations: tuple[s
     if perturbations or not (interpolate or sample):
         result = study(list(runs), list(data), list(perturbations) or ["binarize", "dropout"], out=folder,
                        device=device, batch_size=batch_size, limit=limit, workers=workers, seed=seed,
-                       show_progress=True)
+                       show_progress=True, comparator=_comparator(perceptual, perceptual_opts))
         for entry in result["checkpoints"]:
             named = {**entry["results"], **({"mean image": entry["baseline"]} if entry["baseline"] else {})}
             columns = metric_columns(list(named.values()))
@@ -461,9 +516,10 @@ def fit_linear(rep: str, rep_opts: tuple[str, ...], data: tuple[str, ...], out: 
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for compare.json, compare.csv and compare.png.")
+@perceptual_options
 def compare(data: tuple[str, ...], methods: tuple[str, ...], rep: str | None, rep_opts: tuple[str, ...],
             optimize_opts: tuple[str, ...], image_size: int | None, limit: int | None, batch_size: int,
-            workers: int, device: str, out: str) -> None:
+            workers: int, device: str, out: str, perceptual: str | None, perceptual_opts: tuple[str, ...]) -> None:
     """Score inversion methods on the same test images: errors, PSNR, SSIM and seconds per image.
 
     \b
@@ -471,16 +527,18 @@ def compare(data: tuple[str, ...], methods: tuple[str, ...], rep: str | None, re
         repinv compare --data shards/val-000.tar --limit 256 --method decoder:runs/hog \\
             --method optimize --method linear:runs/hog-linear --method mean --out results/hog
     """
-    from repinv.analysis.compare import METRICS
     from repinv.analysis.compare import compare as run_compare
+    from repinv.analysis.metrics import metric_columns
 
     result = run_compare(list(data), list(methods), rep=rep, rep_options=parse_options(rep_opts, "--rep-opt"),
                          image_size=image_size, optimize_options=parse_options(optimize_opts, "--opt"), limit=limit,
-                         batch_size=batch_size, workers=workers, device=device, out=out, show_progress=True)
-    rows = [[row["method"]] + [fmt.format(row[key]) if key in row else "–" for key, _, fmt in METRICS]
+                         batch_size=batch_size, workers=workers, device=device, out=out, show_progress=True,
+                         comparator=_comparator(perceptual, perceptual_opts))
+    columns = metric_columns(result["methods"])
+    rows = [[row["method"]] + [fmt.format(row[key]) if key in row else "–" for key, _, fmt in columns]
             for row in result["methods"]]
     console.print(_rows_table(f"{result['representation']['name']} on {', '.join(data)} ({result['images']} images, "
-                              f"{result['device']})", ["method"] + [label for _, label, _ in METRICS], rows))
+                              f"{result['device']})", ["method"] + [label for _, label, _ in columns], rows))
     console.print(f"wrote {out}/compare.json, compare.csv and compare.png")
 
 

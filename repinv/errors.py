@@ -21,6 +21,7 @@ __all__ = [
     "NotDifferentiable",
     "WeightsUnavailable",
     "CacheError",
+    "TrainingFailed",
     "nearest_first",
 ]
 
@@ -127,3 +128,8 @@ class WeightsUnavailable(RepinvError):
 
 class CacheError(RepinvError):
     """A feature cache that is missing, unfinished, or made with other settings."""
+
+
+class TrainingFailed(RepinvError):
+    """Training stopped because it went wrong (a loss that is not finite, an adversarial game lost); the run keeps
+    its last checkpoint, written before the failure."""

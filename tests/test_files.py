@@ -7,8 +7,15 @@ import torch
 from torch import nn
 
 from repinv.errors import CheckpointError
-from repinv.files import atomic_write, load_into, load_tensors, read_metadata, save_tensors
-from repinv.training.state import optimizer_from_tensors, optimizer_to_tensors
+from repinv.files import (
+    atomic_write,
+    load_into,
+    load_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    read_metadata,
+    save_tensors,
+)
 
 
 def test_atomic_write_leaves_old_file_when_writer_fails(tmp_path):

@@ -17,7 +17,7 @@ LAYERS = (
     ("repinv.progress", "repinv.files", "repinv.pictures", "repinv.rundir"),
     ("repinv.representations",),
     ("repinv.registry",),
-    ("repinv.data", "repinv.decoders"),
+    ("repinv.data", "repinv.decoders", "repinv.losses"),
     ("repinv.inversion",),
     ("repinv.analysis",),
     ("repinv.training",),

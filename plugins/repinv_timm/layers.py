@@ -77,6 +77,8 @@ OPTIONS = (
     Option("seed", 0, int, "seeds the random initialization"),
     Option("layout", "auto", LAYOUTS, "how a 4-D output is read"),
     Option("tag", None, str, "the pretrained tag (null: timm's default, recorded)", optional=True),
+    Option("input_size", None, int, "side images are resized to before the network (null: the model's pretrained "
+                                    "input size; e.g. 64 keeps a 64x64 image as it is)", minimum=8, optional=True),
 )
 #: Options and their defaults.
 DEFAULTS: dict[str, Any] = option_defaults(OPTIONS)
@@ -276,9 +278,12 @@ class TimmLayer(DeferredWeights, Representation):
         tag: the pretrained tag (``"a1_in1k"``), for a model name without one; ``None`` takes timm's default and
             :meth:`config` records which that was, so a run rebuilds the same weights, input size and
             normalization even if a later timm changes the default.
+        input_size: the side images are resized to before the network; ``None`` is the model's pretrained input
+            size (224 for most). A smaller side makes the network cheaper (a 64x64 image need not be upsampled for a
+            perceptual loss) and its maps smaller.
 
     Shape:
-        - Input: ``(B, 3, H, W)`` RGB in [0, 1], any size; resized to the model's input size and normalized inside.
+        - Input: ``(B, 3, H, W)`` RGB in [0, 1], any size; resized to the input size and normalized inside.
         - Output: ``(B, C, h, w)`` or ``(B, D)``; see :meth:`spec`.
 
     Example:
@@ -288,15 +293,16 @@ class TimmLayer(DeferredWeights, Representation):
 
     differentiable = True
     per_image = False
-    _specs: ClassVar[dict[tuple[str, str, str], tuple[int, ...]]] = {}  # per (model, layer, layout)
+    _specs: ClassVar[dict[tuple[str, str, str, tuple[int, int]], tuple[int, ...]]] = {}  # model, layer, layout, size
     mean: Tensor  # buffers, registered in __init__: (1, C, 1, 1)
     std: Tensor
 
     def __init__(self, model_name: str, layer: str, weights: Any = "pretrained", seed: int = 0,
-                 layout: str = "auto", tag: str | None = None) -> None:
+                 layout: str = "auto", tag: str | None = None, input_size: int | None = None) -> None:
         super().__init__()
-        options = validate_options("timm", {"weights": weights, "seed": seed, "layout": layout, "tag": tag}, OPTIONS)
-        seed, layout, tag = options["seed"], options["layout"], options["tag"]
+        options = validate_options("timm", {"weights": weights, "seed": seed, "layout": layout, "tag": tag,
+                                            "input_size": input_size}, OPTIONS)
+        seed, layout, tag, self.input_side = options["seed"], options["layout"], options["tag"], options["input_size"]
         if not timm.is_model(model_name):
             raise UnknownModel(model_name, available=timm.list_models())
         base, _, named_tag = model_name.partition(".")
@@ -332,7 +338,7 @@ class TimmLayer(DeferredWeights, Representation):
         channels, height, width = (int(v) for v in data["input_size"])
         if channels not in (1, 3):
             raise InvalidOption(f"timm model {model_name} takes {channels}-channel images; repinv gives RGB")
-        self.input_size = (height, width)
+        self.input_size = (height, width) if self.input_side is None else (self.input_side, self.input_side)
         self.interpolation = "bicubic" if data.get("interpolation") == "bicubic" else "bilinear"  # others: bilinear
         mean = torch.tensor(data["mean"], dtype=torch.float32).view(1, channels, 1, 1)
         std = torch.tensor(data["std"], dtype=torch.float32).view(1, channels, 1, 1)
@@ -443,7 +449,7 @@ class TimmLayer(DeferredWeights, Representation):
         """
         if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
             raise ShapeError(f"image_size must be (H, W) with positive sides, got {tuple(image_size)}")
-        key = (self.full_name, self.layer, self.layout)
+        key = (self.full_name, self.layer, self.layout, self.input_size)
         if key not in self._specs:
             self._specs[key] = self._dry_run()
         return FeatureSpec(self._specs[key])
@@ -472,7 +478,9 @@ class TimmLayer(DeferredWeights, Representation):
 
     def config(self) -> dict[str, Any]:
         """All options, JSON-able: ``create_representation(self.name, **config)`` rebuilds this representation."""
-        return {"weights": self.weights, "seed": self.seed, "layout": self.layout, "tag": self.tag}
+        config = {"weights": self.weights, "seed": self.seed, "layout": self.layout, "tag": self.tag}
+        # Only when given: the options of runs made before input_size existed stay the same.
+        return config if self.input_side is None else {**config, "input_size": self.input_side}
 
     def extra_repr(self) -> str:
         """Model, layer and options, for ``repr``."""
@@ -491,7 +499,8 @@ def create_timm(variant: str | None = None, **options: Any) -> TimmLayer:
     Args:
         variant: ``"resnet18:layer3"``; a model without a layer raises :class:`UnknownVariant` listing its layers.
         **options: ``weights`` (``pretrained``, ``none`` or a path; default ``pretrained``), ``seed`` (int, 0),
-            ``layout`` (``auto``, ``NCHW``, ``NHWC``), ``tag`` (a pretrained tag; default timm's, recorded).
+            ``layout`` (``auto``, ``NCHW``, ``NHWC``), ``tag`` (a pretrained tag; default timm's, recorded),
+            ``input_size`` (the side images are resized to; default the model's pretrained input size).
 
     Returns:
         The representation; no weights are loaded until it is used.

@@ -36,6 +36,7 @@ from repinv.files import atomic_write
 from repinv.inversion.base import InversionMethod
 from repinv.inversion.loading import load_inverter
 from repinv.inversion.optimization import OptimizationInverter, OptimizeSettings
+from repinv.losses.perceptual import Comparator
 from repinv.pictures import write_image_table
 from repinv.registry.factories import create_representation
 from repinv.representations.base import Representation
@@ -151,7 +152,7 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
             rep_options: dict[str, Any] | None = None, image_size: int | None = None,
             optimize_options: dict[str, Any] | None = None, limit: int | None = None, batch_size: int = 64,
             workers: int = 0, device: str | torch.device = "auto", seed: int = 0, out: str | Path | None = None,
-            show_progress: bool = False) -> dict[str, Any]:
+            show_progress: bool = False, comparator: Comparator | None = None) -> dict[str, Any]:
     """Score several inversion methods on the same test images.
 
     Args:
@@ -168,6 +169,8 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
         seed: seeds the reference sample of the error scale.
         out: a folder for ``compare.json``, ``compare.csv`` and ``compare.png`` (None: write nothing).
         show_progress: show a progress bar.
+        comparator: also measure the perceptual error in this comparator's features (:class:`repinv.losses.Comparator`);
+            the result then names it under ``"comparator"``.
 
     Returns:
         ``{"images", "data", "representation", "image_size", "device", "batch_size", "methods": [{"method",
@@ -184,13 +187,14 @@ def compare(data: str | Sequence[str], methods: Sequence[str], *, rep: str | Non
                                pin_memory=target.type == "cuda")
     entries = [Entry(m.label, m.inverter) for m in built if m.inverter is not None]
     scores = score(loader, representation, entries, device=target, seed=seed, timed=True,
-                   show_progress=show_progress, description="comparing")
+                   show_progress=show_progress, description="comparing", comparator=comparator)
     rows = [{"method": m.label, "kind": m.kind, **scores.metrics[m.label],
              "seconds_per_image": scores.seconds_per_image[m.label]} for m in built]
     result: dict[str, Any] = {
         "images": scores.images, "data": [data] if isinstance(data, str) else list(data),
         "representation": identity,
         "image_size": list(size), "device": str(target), "batch_size": batch_size,
+        "comparator": comparator.name if comparator is not None else None,
         "optimize": settings.to_dict() if any(m.kind == "optimize" for m in built) else None,
         "methods": rows, "files": {},
     }

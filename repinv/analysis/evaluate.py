@@ -26,6 +26,7 @@ from repinv.data.sources import (
 from repinv.errors import DataError
 from repinv.inversion.base import InversionMethod
 from repinv.inversion.mean import MeanImageInverter
+from repinv.losses.perceptual import Comparator
 from repinv.pictures import write_pairs_grid
 from repinv.progress import progress_bar
 
@@ -96,7 +97,7 @@ def full_size_scores(inverter: InversionMethod, data: str | Sequence[str], *, li
 @torch.no_grad()
 def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tensor], *, batch_size: int = 64,
              limit: int | None = None, workers: int = 0, show_progress: bool = False, seed: int = 0,
-             grid: str | Path | None = None) -> dict[str, Any]:
+             grid: str | Path | None = None, comparator: Comparator | None = None) -> dict[str, Any]:
     """Score an inverter on test images (resized and centre-cropped to its image size; for the photos at their own
     sizes, see :func:`full_size_scores`).
 
@@ -110,10 +111,13 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tens
         show_progress: show a progress bar.
         seed: seeds the reference sample of the pairwise normalizers.
         grid: when given, a PNG of the first 8 test images beside their reconstructions is written there.
+        comparator: also measure the perceptual error in this comparator's features (:class:`repinv.losses.Comparator`);
+            the result then names it under ``"comparator"``.
 
     Returns:
         ``{"images": n, "skipped": k, "decoder": {metric: value}, "mean_image": {metric: value}}`` with the
-        metrics ``normalized_error``, ``psnr``, ``ssim`` and (decoder only) ``feature_error``; ``mean_image`` is
+        metrics ``normalized_error``, ``psnr``, ``ssim``, (decoder only) ``feature_error`` and, with a comparator,
+        ``perceptual_error`` (and ``"comparator"``: its name); ``mean_image`` is
         omitted when the run has no mean image. ``skipped`` counts the images of the data set that failed to decode
         (each replaced by the next readable one, so ``n`` still counts its place); when it is not 0, one
         :class:`~repinv.data.DataWarning` line (:func:`~repinv.data.sources.skip_summary`) says which and why.
@@ -131,7 +135,7 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tens
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DecodeWarning)  # one line per image: totalled below instead
         scores = score(loader, inverter.representation, entries, device=inverter.device,
-                       seed=seed, show_progress=show_progress, description="evaluating")
+                       seed=seed, show_progress=show_progress, description="evaluating", comparator=comparator)
     summary = skip_summary(loader.dataset, "evaluation")
     if summary is not None:
         warnings.warn(summary, DataWarning, stacklevel=2)
@@ -139,4 +143,5 @@ def evaluate(inverter: InversionMethod, data: str | Sequence[str] | Dataset[Tens
     skipped = 0 if images is None else sum(len(names) for names in images.decode_failures().values())
     if grid is not None:
         write_pairs_grid(scores.shown["images"], scores.shown["decoder"], grid)
-    return {"images": scores.images, "skipped": skipped, **scores.metrics}
+    named = {"comparator": comparator.name} if comparator is not None else {}
+    return {"images": scores.images, "skipped": skipped, **named, **scores.metrics}

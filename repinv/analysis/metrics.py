@@ -4,6 +4,8 @@
   mean Euclidean distance between pairs of test images;
 * PSNR and SSIM (Gaussian window 11, σ 1.5, the constants of Wang et al. 2004, mean over RGB channels);
 * feature-space error ``‖Φ(x̂) − Φ(x)‖² / mean pairwise ‖Φ(x_i) − Φ(x_j)‖²`` (Mahendran & Vedaldi's scale);
+* perceptual error: the same in a chosen comparator network's features Ψ instead of Φ
+  (:class:`repinv.losses.Comparator`), named beside every result, since its value depends on the comparator;
 * colour error: the normalized error of the images' mean colours (each image reduced to its three per-channel
   means), and layout error: the normalized error of the images reduced to 4x4 block means. Both say what survives
   when the detail is gone (the paper's "colour and rough contours survive up to fc8"): 0 is exact, about 1 is no
@@ -32,6 +34,7 @@ __all__ = ["METRICS", "metric_columns", "psnr", "ssim", "colour_and_layout", "me
 #: Every metric a result reports, in table order: (key, column label with its better direction, format). Results
 #: (evaluate, analyze, compare) and their tables and CSV files all use this one list.
 METRICS = (("normalized_error", "normalized error ↓", "{:.4f}"), ("feature_error", "feature error ↓", "{:.4f}"),
+           ("perceptual_error", "perceptual ↓", "{:.4f}"),
            ("psnr", "PSNR dB ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.4f}"),
            ("colour_error", "colour ↓", "{:.3f}"), ("layout_error", "layout ↓", "{:.3f}"),
            ("feature_change", "‖Φ′−Φ‖/‖Φ‖", "{:.3f}"), ("seconds_per_image", "s / image ↓", "{:.3g}"))
@@ -155,12 +158,16 @@ class MethodScores:
     ssim_count: int = 0  # images large enough for SSIM's 11x11 window
     feature_distance: float = 0.0  # sum of ‖Φ(x̂) − Φ(x)‖²
     feature_count: int = 0
+    perceptual_distance: float = 0.0  # sum of ‖Ψ(x̂) − Ψ(x)‖² in the comparator's features
+    perceptual_count: int = 0
     colour_distance: float = 0.0  # sum of the distances between mean colours
     layout_distance: float = 0.0  # sum of the distances between 4x4 block means
 
     def add(self, images: Tensor, reconstructions: Tensor, features: Tensor | None = None,
-            reconstruction_features: Tensor | None = None) -> None:
-        """Add a batch; reconstructions are clamped to [0, 1] (see the module note)."""
+            reconstruction_features: Tensor | None = None,
+            perceptual: tuple[Tensor, Tensor] | None = None) -> None:
+        """Add a batch; reconstructions are clamped to [0, 1] (see the module note). ``perceptual`` is the
+        comparator's features of the images and of the (clamped) reconstructions."""
         reconstructions = reconstructions.clamp(0, 1).to(images.dtype)
         self.count += images.shape[0]
         self.distance += (images - reconstructions).flatten(1).norm(dim=1).double().sum().item()
@@ -176,6 +183,10 @@ class MethodScores:
             diff = (reconstruction_features.float() - features.float()).flatten(1)
             self.feature_distance += diff.pow(2).sum(1).double().sum().item()
             self.feature_count += features.shape[0]
+        if perceptual is not None:
+            diff = (perceptual[1].float() - perceptual[0].float()).flatten(1)
+            self.perceptual_distance += diff.pow(2).sum(1).double().sum().item()
+            self.perceptual_count += diff.shape[0]
 
 
 @dataclass
@@ -186,16 +197,21 @@ class ErrorScale:
     seed: int = 0  # seeds the reservoir
     _images: Reservoir = field(init=False)
     _features: Reservoir = field(init=False)
+    _perceptual: Reservoir = field(init=False)
 
     def __post_init__(self) -> None:
         self._images = Reservoir(self.reference_size, self.seed)
         self._features = Reservoir(self.reference_size, self.seed)
+        self._perceptual = Reservoir(self.reference_size, self.seed)
 
-    def add(self, images: Tensor, features: Tensor | None = None) -> None:
-        """Offer a batch of test images (and their features) to the reference sample."""
+    def add(self, images: Tensor, features: Tensor | None = None, perceptual: Tensor | None = None) -> None:
+        """Offer a batch of test images (and their features, and their comparator's features) to the reference
+        sample."""
         self._images.add(images)
         if features is not None:
             self._features.add(features)
+        if perceptual is not None:
+            self._perceptual.add(perceptual)
 
     def summarize(self, scores: MethodScores) -> dict[str, float]:
         """Turn a method's sums into the reported metrics."""
@@ -215,4 +231,7 @@ class ErrorScale:
         if scores.feature_count and self._features.seen >= 2:
             feature_scale = mean_pairwise_distance(self._features.stack(), squared=True)
             result["feature_error"] = scores.feature_distance / scores.feature_count / feature_scale
+        if scores.perceptual_count and self._perceptual.seen >= 2:
+            perceptual_scale = mean_pairwise_distance(self._perceptual.stack(), squared=True)
+            result["perceptual_error"] = scores.perceptual_distance / scores.perceptual_count / perceptual_scale
         return result

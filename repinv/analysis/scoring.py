@@ -9,7 +9,8 @@ methods they list. Its rules:
 * an entry may perturb the features first (``NAME[:ARG]``, :mod:`repinv.analysis.perturbations`); image ``i`` of
   the test set gets its own seeded generator, so results do not depend on the batch size;
 * every metric comes from :mod:`repinv.analysis.metrics` with one :class:`~repinv.analysis.metrics.ErrorScale` for
-  all entries, so their numbers compare directly; feature errors are measured with the one representation;
+  all entries, so their numbers compare directly; feature errors are measured with the one representation, and
+  perceptual errors, when a comparator is given, with that comparator for every entry;
 * timing (``timed``) counts only the time a method takes to turn features into images, after a warm-up on the first
   batch, with CUDA synchronized, so ratios between methods are fair.
 """
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 from repinv.analysis.metrics import ErrorScale, MethodScores
 from repinv.analysis.perturbations import apply_perturbation
 from repinv.inversion.base import InversionMethod
+from repinv.losses.perceptual import Comparator
 from repinv.pictures import GRID_ROWS
 from repinv.progress import progress_bar
 from repinv.representations.base import Representation
@@ -65,7 +67,7 @@ def _synchronize(device: torch.device) -> None:
 @torch.no_grad()
 def score(loader: DataLoader[Tensor], representation: Representation, entries: Sequence[Entry], *,
           device: torch.device, seed: int = 0, timed: bool = False, show_progress: bool = False,
-          description: str = "scoring") -> Scores:
+          description: str = "scoring", comparator: Comparator | None = None) -> Scores:
     """Score every entry on the same test images.
 
     Args:
@@ -77,6 +79,7 @@ def score(loader: DataLoader[Tensor], representation: Representation, entries: S
         timed: measure seconds per image for each entry (after a warm-up on the first batch).
         show_progress: show a progress bar.
         description: the progress bar's label.
+        comparator: measures every entry's perceptual error too (in its features).
 
     Returns:
         The metrics of every entry, their timings and feature changes, and the first rows of the first batch.
@@ -85,6 +88,8 @@ def score(loader: DataLoader[Tensor], representation: Representation, entries: S
         ValueError: no image was scored.
     """
     scale = ErrorScale(seed=seed)
+    if comparator is not None:
+        comparator.to(device)
     sums = {entry.label: MethodScores() for entry in entries}
     seconds = dict.fromkeys(sums, 0.0)
     change = {entry.label: 0.0 for entry in entries if entry.perturbation}
@@ -98,7 +103,8 @@ def score(loader: DataLoader[Tensor], representation: Representation, entries: S
             features = representation(images)
             check_finite(features, f"the {representation.name} features of the test images", first_index=first)
             own = {entry.label: entry.method.features(images) for entry in entries if entry.method.own_encoder}
-            scale.add(images, features if measure_features else None)
+            original = comparator(images) if comparator is not None else None
+            scale.add(images, features if measure_features else None, original)
             norms = features.flatten(1).float().norm(dim=1).clamp_min(1e-12) if change else None
             for entry in entries:
                 given = own.get(entry.label, features)
@@ -115,7 +121,10 @@ def score(loader: DataLoader[Tensor], representation: Representation, entries: S
                 _synchronize(device)
                 seconds[entry.label] += time.perf_counter() - start
                 recomputed = representation(reconstructions.clamp(0, 1)) if entry.feature_error else None
-                sums[entry.label].add(images, reconstructions, features if entry.feature_error else None, recomputed)
+                perceptual = None if original is None or comparator is None else \
+                    (original, comparator(reconstructions.clamp(0, 1)))
+                sums[entry.label].add(images, reconstructions, features if entry.feature_error else None, recomputed,
+                                      perceptual)
                 if index == 0:
                     shown[entry.label] = reconstructions[:GRID_ROWS].detach().cpu()
             if index == 0:

@@ -30,6 +30,7 @@ from repinv.errors import InvalidOption
 from repinv.files import atomic_write, write_json
 from repinv.inversion.decoder import DecoderInverter, load_decoder
 from repinv.inversion.mean import MeanImageInverter
+from repinv.losses.perceptual import Comparator
 from repinv.pictures import write_image_table
 from repinv.rundir import RunDir
 
@@ -45,7 +46,8 @@ MEAN_IMAGE = "mean image"
 @torch.no_grad()
 def perturbation_study(inverter: DecoderInverter, data: str | Sequence[str], perturbations: Sequence[str], *,
                        batch_size: int = 64, limit: int | None = None, workers: int = 0, seed: int = 0,
-                       show_progress: bool = False, grid: str | Path | None = None) -> dict[str, Any]:
+                       show_progress: bool = False, grid: str | Path | None = None,
+                       comparator: Comparator | None = None) -> dict[str, Any]:
     """Reconstruction error from perturbed features, for one trained inverter.
 
     Args:
@@ -60,6 +62,7 @@ def perturbation_study(inverter: DecoderInverter, data: str | Sequence[str], per
         show_progress: show a progress bar.
         grid: when given, a PNG of the first 8 images: original, unperturbed reconstruction, one column per
             perturbation.
+        comparator: also measure each row's perceptual error in this comparator's features.
 
     Returns:
         ``{"representation", "image_size", "images", "results", "baseline"}``: ``results`` maps
@@ -83,7 +86,7 @@ def perturbation_study(inverter: DecoderInverter, data: str | Sequence[str], per
     if inverter.mean_image is not None:
         entries.append(Entry(MEAN_IMAGE, MeanImageInverter(inverter.representation, inverter.mean_image),
                              feature_error=False))
-    scores = score(loader, inverter.representation, entries, device=inverter.device,
+    scores = score(loader, inverter.representation, entries, device=inverter.device, comparator=comparator,
                    seed=seed, show_progress=show_progress, description=f"perturbing {inverter.representation.name}")
     if grid is not None:
         names = [REFERENCE, *perturbations]
@@ -161,7 +164,8 @@ def plot_per_layer(result: dict[str, Any], path: str | Path) -> Path:
 def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Sequence[str],
             perturbations: Sequence[str], *, out: str | Path | None = None, device: str = "auto",
             batch_size: int = 64, limit: int | None = None,
-            workers: int = 0, seed: int = 0, show_progress: bool = False) -> dict[str, Any]:
+            workers: int = 0, seed: int = 0, show_progress: bool = False,
+            comparator: Comparator | None = None) -> dict[str, Any]:
     """Perturbation study over several checkpoints (loaded one at a time, so many layers fit in memory).
 
     Args:
@@ -171,7 +175,7 @@ def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Seq
         out: when given, writes there ``perturbations.json``, ``perturbations-LABEL.png`` per checkpoint and, for
             several checkpoints, ``perturbations-per-layer.png``.
         device: where to load run directories.
-        batch_size, limit, workers, seed, show_progress: as in :func:`perturbation_study`.
+        batch_size, limit, workers, seed, show_progress, comparator: as in :func:`perturbation_study`.
 
     Returns:
         ``{"data", "seed", "perturbations", "checkpoints": [{"checkpoint", "label", **study}], "files"}``, JSON-able;
@@ -189,12 +193,13 @@ def analyze(checkpoints: Sequence[str | Path | DecoderInverter], data: str | Seq
     runs = [_run_name(c, i) for i, c in enumerate(checkpoints)]
     labels = checkpoint_labels(checkpoints)
     result: dict[str, Any] = {"data": sources, "seed": seed, "perturbations": perturbations, "checkpoints": [],
-                              "files": []}
+                              "comparator": comparator.name if comparator is not None else None, "files": []}
     for checkpoint, run, label in zip(checkpoints, runs, labels):
         inverter = checkpoint if isinstance(checkpoint, DecoderInverter) else load_decoder(checkpoint, device)
         grid = Path(out) / f"perturbations-{slug(label)}.png" if out is not None else None
         study = perturbation_study(inverter, sources, perturbations, batch_size=batch_size, limit=limit,
-                                   workers=workers, seed=seed, show_progress=show_progress, grid=grid)
+                                   workers=workers, seed=seed, show_progress=show_progress, grid=grid,
+                                   comparator=comparator)
         result["checkpoints"].append({"checkpoint": run, "label": label, **study})
         if grid is not None:
             result["files"].append(str(grid))

@@ -28,8 +28,10 @@ __all__ = [
     "RepresentationFactory",
     "DecoderBuilder",
     "Perturbation",
+    "LossFactory",
     "register_representations",
     "register_decoders",
+    "register_losses",
     "register_perturbations",
 ]
 
@@ -48,6 +50,13 @@ class DecoderBuilder(Protocol):
     """``builder(spec, output_size, **options) -> nn.Module`` whose ``config()`` rebuilds it."""
 
     def __call__(self, spec: FeatureSpec, output_size: tuple[int, int], **options: Any) -> nn.Module: ...
+
+
+class LossFactory(Protocol):
+    """``factory(**options) -> LossTerm`` (:class:`repinv.losses.LossTerm`); raises ``InvalidOption`` for a bad
+    option."""
+
+    def __call__(self, **options: Any) -> nn.Module: ...
 
 
 class Perturbation(Protocol):
@@ -77,6 +86,17 @@ def register_decoders(register: Callable[..., None]) -> None:
         register: ``register(name, builder, *, description="")``; ``builder(spec, output_size, **options)``
             returns an ``nn.Module`` mapping features to ``(B, 3, *output_size)`` images, with a ``config()``
             method whose result (JSON) rebuilds it.
+    """
+
+
+@hookspec
+def register_losses(register: Callable[..., None]) -> None:
+    """Register loss terms for training (``--loss "mse + 0.01*feature"``).
+
+    Args:
+        register: ``register(name, factory, *, description="")``; ``factory(**options)`` returns a
+            :class:`repinv.losses.LossTerm`, whose ``forward(reconstructions, images, features)`` gives the term's
+            value for a batch. Its options come from ``--loss-opt NAME.KEY=VALUE`` and are stored in the run.
     """
 
 

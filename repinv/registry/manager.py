@@ -27,9 +27,10 @@ __all__ = ["Entry", "Registry", "get_plugin_manager", "get_registry", "register_
            "reset_plugins", "RepinvPluginWarning"]
 
 #: The core's own plugins, registered by name before any entry point (so they always load and their names win):
-#: the modules that implement the built-in decoders and perturbations declare their hook implementations
+#: the modules that implement the built-in decoders, loss terms and perturbations declare their hook implementations
 #: themselves, and are imported by name here, like an entry point, so the registry imports nothing above it.
-CORE_PLUGINS = ("repinv.decoders.paper", "repinv.decoders.residual", "repinv.analysis.perturbations")
+CORE_PLUGINS = ("repinv.decoders.paper", "repinv.decoders.residual", "repinv.losses.pixel", "repinv.losses.perceptual",
+                "repinv.losses.adversarial", "repinv.analysis.perturbations")
 
 
 class RepinvPluginWarning(UserWarning):
@@ -41,7 +42,7 @@ class Entry:
     """One registered thing.
 
     Attributes:
-        name: the registered name (a representation family, a decoder or perturbation name).
+        name: the registered name (a representation family, a decoder, loss term or perturbation name).
         obj: the factory, builder or function.
         plugin: the name of the plugin that registered it.
         description: one line for listings.
@@ -79,20 +80,25 @@ class Registry:
     representations: dict[str, Entry] = field(default_factory=dict)
     decoders: dict[str, Entry] = field(default_factory=dict)
     perturbations: dict[str, Entry] = field(default_factory=dict)
+    losses: dict[str, Entry] = field(default_factory=dict)
 
     def get(self, kind: str, name: str) -> Entry:
-        """Look up ``name`` among ``kind`` (``"decoder"`` or ``"perturbation"``); raise :class:`UnknownName`."""
-        table = {"decoder": self.decoders, "perturbation": self.perturbations,
+        """Look up ``name`` among ``kind`` (``"decoder"``, ``"loss"``, ``"perturbation"`` or ``"representation"``);
+        raise :class:`UnknownName`."""
+        table = {"decoder": self.decoders, "perturbation": self.perturbations, "loss": self.losses,
                  "representation": self.representations}[kind]
         if name not in table:
             raise UnknownName(kind, name, table)
         return table[name]
 
+    def _tables(self) -> tuple[tuple[str, dict[str, Entry]], ...]:
+        return (("representations", self.representations), ("decoders", self.decoders),
+                ("losses", self.losses), ("perturbations", self.perturbations))
+
     def by_plugin(self) -> dict[str, dict[str, list[str]]]:
         """For each plugin, the names it registered per kind."""
         owners: dict[str, dict[str, list[str]]] = {}
-        for kind, table in (("representations", self.representations), ("decoders", self.decoders),
-                            ("perturbations", self.perturbations)):
+        for kind, table in self._tables():
             for entry in table.values():
                 owners.setdefault(entry.plugin, {}).setdefault(kind, []).append(entry.name)
         return owners
@@ -132,8 +138,8 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 def _collect(manager: pluggy.PluginManager) -> Registry:
     registry = Registry()
-    for kind, table in (("representations", registry.representations), ("decoders", registry.decoders),
-                        ("perturbations", registry.perturbations)):
+    for kind, table in registry._tables():
+        singular = "loss term" if kind == "losses" else kind[:-1]
         hook_name = f"register_{kind}"
         # Core first, then plugins in registration order, so first-wins favours built-ins.
         for plugin in getattr(manager.hook, hook_name).get_hookimpls():
@@ -141,11 +147,11 @@ def _collect(manager: pluggy.PluginManager) -> Registry:
 
             def register(name: str, obj: Callable[..., Any], *, description: str = "",
                          variants: Callable[..., Iterable[str]] | None = None,
-                         _table: dict[str, Entry] = table, _plugin: str = plugin_name, _kind: str = kind) -> None:
+                         _table: dict[str, Entry] = table, _plugin: str = plugin_name, _kind: str = singular) -> None:
                 if not isinstance(name, str) or not name or ":" in name:
-                    raise ValueError(f"{_kind[:-1]} names are non-empty and contain no colon, got {name!r}")
+                    raise ValueError(f"{_kind} names are non-empty and contain no colon, got {name!r}")
                 if name in _table:
-                    warnings.warn(f"plugin {_plugin!r} tried to register {_kind[:-1]} {name!r}, which plugin "
+                    warnings.warn(f"plugin {_plugin!r} tried to register {_kind} {name!r}, which plugin "
                                   f"{_table[name].plugin!r} already registered; keeping {_table[name].plugin!r}'s",
                                   RepinvPluginWarning, stacklevel=2)
                     return

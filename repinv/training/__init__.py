@@ -3,7 +3,6 @@
 * ``config`` — ``TrainConfig``, recipes, learning-rate schedules;
 * ``loop`` — the training loop, ``train`` and ``resume``;
 * ``faults`` — a kill before the first checkpoint, a full disk, kill points for tests;
-* ``state`` — the optimizer's state as tensors and JSON (no pickle);
 * ``distributed`` — torchrun: process group, batch split, agreement across ranks;
 * ``allocator`` — keeping freed memory mapped (glibc) in a training process.
 """

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from repinv.errors import InvalidOption
+from repinv.losses.base import DEFAULT_LOSS, parse_loss
 from repinv.options import dataclass_options, option_error, validate_options
 
-__all__ = ["RESUMABLE_SETTINGS", "resumed_config", "TrainConfig", "TRAIN_OPTIONS", "load_recipe", "list_recipes",
-           "make_config", "epochs_over_steps", "learning_rate_factor"]
+__all__ = ["RESUMABLE_SETTINGS", "resumed_config", "as_json", "TrainConfig", "TRAIN_OPTIONS", "load_recipe",
+           "list_recipes", "make_config", "epochs_over_steps", "learning_rate_factor"]
 
 
 SCHEDULES = ("paper", "paper-to-zero", "constant", "cosine")  # see learning_rate_factor
@@ -55,6 +56,12 @@ class TrainConfig:
     schedule: str = "paper"  # "paper" halves the rate at 50/75/90% of training; "paper-to-zero" then decays the
     # last 10% linearly to zero; "constant"; "cosine"
     finetune_encoder: bool = False  # train the representation with the decoder (autoencoder mode)
+    loss: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS))  # the loss terms and their weights;
+    # given as text, "mse + 0.01*feature + 0.001*adversarial" (repinv.losses); {"mse": 1.0} is the paper's
+    loss_options: dict[str, Any] = field(default_factory=dict)  # options per loss term, e.g. {"feature": {"rep":
+    # "timm:tf_efficientnet_lite0:blocks.3", "weights": "FILE", "input_size": 64}}
+    init: str | None = None  # a run whose decoder weights this run starts from (fine-tuning, e.g. with another
+    # loss); its representation and decoder architecture must be this run's
     mixed_precision: str = "cuda"  # where the decoder runs under bfloat16 autocast: "cuda" (GPUs only), "auto"
     # (also CPUs with bfloat16 instructions, AVX512-BF16 or AMX), "all" (every device: slower on CPUs without), "none"
     compile: bool = False  # torch.compile the decoder's training step (on a CPU it needs a C++ compiler; where
@@ -100,6 +107,11 @@ class TrainConfig:
         given = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
         for name, value in validate_options("training", given, TRAIN_OPTIONS).items():
             setattr(self, name, value)
+        self.loss = parse_loss(self.loss)
+        for term, options in self.loss_options.items():
+            if not isinstance(options, dict):
+                raise option_error("training", "loss_options", f"options by loss term ({term} = {{KEY = VALUE}})",
+                                   self.loss_options)
         if not self.data and self.features is None:
             raise option_error("training", "data", "at least one data source, unless features is given", self.data)
         return self
@@ -118,6 +130,7 @@ TRAIN_OPTIONS = dataclass_options(TrainConfig, {
     "epochs": {"above": 0}, "batch_size": {"minimum": 1}, "lr": {"above": 0}, "betas": {"minimum": 0, "below": 1},
     "weight_decay": {"minimum": 0}, "schedule": {"kind": SCHEDULES}, "workers": {"minimum": 0},
     "mixed_precision": {"kind": MIXED_PRECISION},
+    "loss": {"kind": object, "help": "text such as 'mse + 0.01*feature', or {term: weight}"},
     "feature_batch": {"minimum": 1}, "time_budget": {"above": 0}, "log_every": {"minimum": 1},
     "sample_every": {"minimum": 1}, "checkpoint_every": {"minimum": 1}, "checkpoint_seconds": {"above": 0},
     "val_every": {"minimum": 1},
@@ -184,8 +197,11 @@ def make_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     given = {k: v for k, v in overrides.items() if v is not None and not (isinstance(v, (dict, list, tuple))
                                                                            and len(v) == 0)}
     for name, value in _check_overrides(given).items():
-        # Option dicts merge, so `--decoder-opt width=0.5` keeps the recipe's other decoder options.
-        values[name] = {**values.get(name, {}), **value} if isinstance(value, dict) else value
+        # Option dicts merge, so `--decoder-opt width=0.5` keeps the recipe's other decoder options (and a loss
+        # term's options the recipe's other options for that term); a loss replaces the recipe's.
+        if name == "loss_options":
+            value = {term: {**values.get(name, {}).get(term, {}), **options} for term, options in value.items()}
+        values[name] = {**values.get(name, {}), **value} if isinstance(value, dict) and name != "loss" else value
     return TrainConfig(**epochs_over_steps(values, given)).validate()
 
 
@@ -233,7 +249,7 @@ def resumed_config(saved: dict[str, Any], changes: dict[str, Any], run: Path | s
             continue  # not given
         if name not in values and name not in RESUMABLE_SETTINGS:  # a resumable one may postdate the run
             raise InvalidOption(f"unknown setting {name!r}")
-        if name not in RESUMABLE_SETTINGS and _as_json(value) != _as_json(saved[name]):
+        if name not in RESUMABLE_SETTINGS and as_json(value) != as_json(saved[name]):
             raise InvalidOption(f"cannot change {name} when resuming {run}: it was trained with {saved[name]!r}, "
                                 f"not {value!r} (start a new run instead)")
         values[name] = value
@@ -242,5 +258,6 @@ def resumed_config(saved: dict[str, Any], changes: dict[str, Any], run: Path | s
     return TrainConfig(**values).validate()
 
 
-def _as_json(value: Any) -> Any:
+def as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), to compare settings with saved ones."""
     return json.loads(json.dumps(value))

@@ -1,4 +1,5 @@
-"""Training a decoder to invert a representation: f(Φ(x)) ≈ x under the squared error.
+"""Training a decoder to invert a representation: f(Φ(x)) ≈ x under the squared error (the paper's loss) or another
+loss made of registered terms (:mod:`repinv.losses`).
 
 The loop follows the paper (Adam, β1 0.9, β2 0.999, batch 64, rate 1e-3 halved at 50/75/90% of training by
 default) and makes a run directory (see :mod:`repinv.rundir`) that ``--resume`` continues exactly: data order
@@ -31,8 +32,9 @@ from repinv.data.features import feature_mode, with_features
 from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
 from repinv.data.stream import PositionSampler, TrainingSamples
 from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
-from repinv.files import load_into
+from repinv.files import load_into, optimizer_from_tensors, optimizer_to_tensors
 from repinv.inversion.decoder import Inverter
+from repinv.losses.base import TrainingLoss
 from repinv.pictures import write_pairs_grid
 from repinv.progress import hms, progress_bar
 from repinv.registry.factories import build_decoder, create_representation
@@ -42,9 +44,8 @@ from repinv.rundir import RunDir
 from repinv.training import distributed
 from repinv.training.allocator import keep_freed_memory
 from repinv.training.compiling import CompiledOrEager
-from repinv.training.config import TrainConfig, learning_rate_factor, resumed_config
+from repinv.training.config import TrainConfig, as_json, learning_rate_factor, resumed_config
 from repinv.training.faults import FIRST_CHECKPOINT_SECONDS, disk_full_is_one_line, fault_point, settings_to_restart
-from repinv.training.state import optimizer_from_tensors, optimizer_to_tensors
 from repinv.utils import VERSION, fast_bfloat16, resolve_device
 
 __all__ = ["train", "resume", "TrainResult", "TrainingInterrupted"]
@@ -82,13 +83,14 @@ class _Network(nn.Module):
         self.representation, self.decoder, self.finetune_encoder = representation, decoder, finetune_encoder
         self.autocast_bfloat16 = bfloat16
 
-    def forward(self, images: Tensor, features: Tensor | None = None) -> Tensor:
+    def forward(self, images: Tensor, features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The reconstructions, and the features they came from (for loss terms that look at them)."""
         if features is None:
             with torch.set_grad_enabled(self.finetune_encoder):
                 features = self.representation(images)
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.autocast_bfloat16):
             reconstructions: Tensor = self.decoder(features)
-        return reconstructions
+        return reconstructions, features
 
 
 def _encoder_needs_saving(config: TrainConfig, representation: Representation) -> bool:
@@ -129,6 +131,9 @@ class _Trainer:
         # docs/benchmarks.md) but not eager ones.
         if self.device.type == "cuda" or config.compile:
             self.decoder = self.decoder.to(memory_format=torch.channels_last)
+        if config.init and not resuming:
+            self._start_from(Path(config.init))
+        self.loss = TrainingLoss(config.loss, config.loss_options, self.spec, self.output_size, self.device)
         parameters = list(self.decoder.parameters())
         if config.finetune_encoder:
             self.representation.train()
@@ -160,6 +165,21 @@ class _Trainer:
         if self.val_set is not None and len(self.val_set) < 2:
             raise DataError(f"validation needs at least 2 images (the normalized error compares pairs); "
                             f"{config.val_data} has {len(self.val_set)}")
+
+    def _start_from(self, run: Path) -> None:
+        """Take the decoder's weights from another run (``init``), which must invert the same representation with
+        the same architecture."""
+        folder = RunDir(run).require()
+        (rep_meta, image_size), saved = folder.identity(), folder.metadata().get("decoder", {}).get("config")
+        theirs = {"representation": [rep_meta["name"], rep_meta["options"]], "image size": list(image_size),
+                  "decoder": saved}
+        ours = {"representation": [self.config.rep, self.representation.config()], "image size": list(self.size),
+                "decoder": decoder_config_of(self.decoder)}
+        differ = [f"{key} {as_json(theirs[key])} there, {as_json(ours[key])} here" for key in ours
+                  if as_json(theirs[key]) != as_json(ours[key])]
+        if differ:
+            raise CheckpointError(f"cannot start from {run}: {'; '.join(differ)}")
+        load_into(self.decoder, folder.read_decoder(self.device), f"decoder in {run}")
 
     # ---------------------------------------------------------------- checkpoints
     def lock(self) -> contextlib.AbstractContextManager[RunDir]:
@@ -204,13 +224,15 @@ class _Trainer:
                    "mean_sum": self.mean_sum, "rng.cpu": torch.get_rng_state()}
         if self.config.finetune_encoder:
             tensors.update({f"encoder.{k}": v for k, v in self.representation.state_dict().items()})
+        loss_tensors, loss_json = self.loss.training_state()
+        tensors.update({f"loss.{k}": v for k, v in loss_tensors.items()})
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         state = {RunDir.FORMAT_KEY: RunDir.FORMAT, "step": self.step, "position": self.step * self.config.batch_size,
                  "elapsed": self.elapsed,
                  "mean_images": self.mean_count, "validation": self.validation,
                  "best_error": None if math.isinf(self.best_error) else self.best_error,
-                 "training": self.config.to_dict(), "optimizer": optimizer_json}
+                 "training": self.config.to_dict(), "optimizer": optimizer_json, "losses": loss_json}
         self.folder.write_state(tensors, state, {k: v for k, v in state.items() if k != "optimizer"})
 
     def restore(self) -> None:
@@ -224,6 +246,8 @@ class _Trainer:
         elif self.saved_encoder:
             load_into(self.representation, self.folder.read_encoder(self.device) or {}, f"encoder in {self.run}")
         optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
+        self.loss.load_training_state({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")},
+                                      state.get("losses") or {})
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = dict(state.get("validation") or {})
         if self.processes.main:
@@ -295,26 +319,26 @@ class _Trainer:
         group = -(-self.config.feature_batch // self.local_batch)
         return with_features(self._loader(), self.representation, self.feature_mode, self.device, group)
 
-    def _loss(self, batch: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor]:
-        images, features = batch
-        reconstructions = self.network(images, features)
+    def _step(self, batch: tuple[Tensor, Tensor | None], progress: float) -> tuple[float, dict[str, float], int]:
+        """One optimizer step at ``progress`` ∈ [0, 1] of training (then the loss terms' own steps); returns its
+        loss, each loss term's value (and what the terms log), and how many images it saw."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * learning_rate_factor(self.config.schedule, progress)
+        images, given = batch
+        reconstructions, features = self.network(images, given)
         target = images
         if tuple(reconstructions.shape[-2:]) != self.size:
             target = F.interpolate(images, size=reconstructions.shape[-2:], mode="bilinear", antialias=True)
-        return F.mse_loss(reconstructions.float(), target), images
-
-    def _step(self, batch: tuple[Tensor, Tensor | None], progress: float) -> tuple[float, int]:
-        """One optimizer step at ``progress`` ∈ [0, 1] of training; returns its loss and how many images it saw."""
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * learning_rate_factor(self.config.schedule, progress)
-        loss, images = self._loss(batch)
+        loss, values = self.loss(reconstructions, target, features)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward untyped
+        loss.backward()
         self.optimizer.step()
+        terms = {name: value.item() for name, value in values.items()}
+        terms.update(self.loss.after_step(reconstructions.detach(), target, features.detach(), terms))
         self.step += 1
         self.mean_sum += images.detach().sum(0, dtype=torch.float64)
         self.mean_count += images.shape[0]
-        return loss.item(), images.shape[0]
+        return loss.item(), terms, images.shape[0]
 
     def _status(self, loss: float, rate: float) -> str:
         """The progress bar's line, with an ETA bounded by the time budget; under a budget, whose seconds the bar
@@ -372,6 +396,7 @@ class _Trainer:
         save_every = config.checkpoint_seconds if self.folder.holds_state() else \
             min(config.checkpoint_seconds, FIRST_CHECKPOINT_SECONDS)
         session_start_elapsed, window_loss, window_steps, window_images = self.elapsed, 0.0, 0, 0
+        window_terms: dict[str, float] = {}
         stopped_by, loss_value, spent = "steps", math.nan, self.budget_spent()
         self.decoder.train()
         try:
@@ -385,9 +410,11 @@ class _Trainer:
                     # Progress is by steps, or by the time budget when that ends the run first, so a budgeted run
                     # still anneals its rate before it stops; both count every session of the run, so a resumed
                     # run goes on with the rate where it left it.
-                    loss, seen = self._step(next(batches), max(self.step / self.total, spent))
+                    loss, terms, seen = self._step(next(batches), max(self.step / self.total, spent))
                     fault_point(f"after-step:{self.step}")
                     window_loss, window_steps = window_loss + loss, window_steps + 1
+                    for name, value in terms.items():
+                        window_terms[name] = window_terms.get(name, 0.0) + value
                     window_images += seen
                     now = clock()
                     self.elapsed = session_start_elapsed + now - started
@@ -401,10 +428,14 @@ class _Trainer:
                     last = spent >= 1 or bool(stop) or self.step == self.total
                     # The last step is always logged, so that even a run shorter than log_every has a log.
                     if self.step % config.log_every == 0 or last:
-                        loss_value = distributed.average(self.processes, [loss_value], self.device)[0]
+                        names = list(window_terms)
+                        loss_value, *means = distributed.average(
+                            self.processes, [loss_value, *(window_terms[name] / window_steps for name in names)],
+                            self.device)
                         self._log({"step": self.step, "loss": loss_value, "lr": self.optimizer.param_groups[0]["lr"],
-                                   "images_per_s": rate, "elapsed": self.elapsed})
+                                   "images_per_s": rate, "elapsed": self.elapsed, "terms": dict(zip(names, means))})
                         window_loss, window_steps, window_start, window_images = 0.0, 0, now, 0
+                        window_terms = {}
                     if self.step % config.sample_every == 0:
                         self._write_samples(samples)
                     if main and self.val_set is not None and self.step % config.val_every == 0:
