@@ -23,7 +23,7 @@ def _example() -> types.ModuleType:
     code = re.search(r"```python\n(.*?)```", section, re.S)
     assert code is not None, "docs/plugins.md lost its loss plugin example"
     module = types.ModuleType("gradient_loss_example")
-    exec(compile(code.group(1), "docs/plugins.md", "exec"), module.__dict__)  # noqa: S102  # our own docs
+    exec(compile(code.group(1), "docs/plugins.md", "exec"), module.__dict__)  # our own docs
     return module
 
 
