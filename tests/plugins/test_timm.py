@@ -178,6 +178,19 @@ def test_input_config_from_the_pretrained_config() -> None:
     assert not {"mean", "std"} & set(_rep("resnet18", "pooled").state_dict())  # not weights: not saved
 
 
+def test_input_size_option_keeps_small_images_small() -> None:
+    small = create_representation("timm:resnet18:layer3", weights="none", input_size=64)
+    assert small.input_size == (64, 64) and small.spec((64, 64)) == FeatureSpec((256, 4, 4))
+    images = torch.rand(2, 3, 64, 64)
+    assert small(images).shape == (2, 256, 4, 4)
+    assert small.config()["input_size"] == 64
+    assert "input_size" not in _rep("resnet18", "layer3").config()  # earlier runs' options stay as they were
+    rebuilt = create_representation("timm:resnet18:layer3", **small.config())
+    assert torch.equal(rebuilt(images), small(images))
+    with pytest.raises(InvalidOption, match="timm option input_size must be"):
+        create_representation("timm:resnet18:layer3", weights="none", input_size=4)
+
+
 # --------------------------------------------------------------------------------------------- names
 
 
