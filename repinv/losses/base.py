@@ -141,7 +141,8 @@ def parse_loss(text: str | Mapping[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError):
             value = math.nan
         if isinstance(weight, bool) or not math.isfinite(value) or value <= 0:
-            raise InvalidOption(f"loss term {name} needs a positive weight, got {weight!r}")
+            raise InvalidOption(f"loss term {name} needs a positive weight, got {weight!r} (write WEIGHT*NAME, "
+                                f"e.g. 0.01*{name}; terms: {', '.join(list_losses())})")
         if name in weights:
             raise InvalidOption(f"loss term {name} is given twice; give it once, with the sum of its weights")
         weights[name] = value

@@ -193,3 +193,13 @@ def test_a_third_party_term_registered_through_the_hook_trains(photo_folder, tmp
     finally:
         unregister_plugin(name)
     assert "l1" not in list_losses()
+
+
+@pytest.mark.slow
+def test_feature_term_in_the_trained_network_decreases(trained_lite0) -> None:
+    options = {"feature": {"rep": "timm:tf_efficientnet_lite0:blocks.2", "weights": str(trained_lite0),
+                           "input_size": 32}}
+    loss = TrainingLoss({"feature": 1.0}, options, SPEC, (32, 32))
+    assert "input_size=32" in loss.terms["feature"].comparator.name
+    values = _descend(loss, steps=20)
+    assert values[-1] < 0.7 * values[0]

@@ -99,7 +99,8 @@ def _invoke(*args: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("loss", "options", "message"), [
     ("mse + l2", (), "Error: unknown loss term 'l2'; available: adversarial, feature, mse"),
-    ("mse + -0.1*feature", (), "Error: loss term feature needs a positive weight, got '-0.1'"),
+    ("mse + -0.1*feature", (), "Error: loss term feature needs a positive weight, got '-0.1' (write WEIGHT*NAME, "
+                               "e.g. 0.01*feature; terms: adversarial, feature, mse)"),
     ("mse", ("--loss-opt", "rep=hog"), "Error: --loss-opt takes TERM.KEY=VALUE"),
     ("mse", ("--loss-opt", "adversarial.lr=0.1"), "Error: options for loss term adversarial, which the loss"),
     ("mse + adversarial", ("--loss-opt", "adversarial.speed=2"), "Error: unknown adversarial loss option speed"),
