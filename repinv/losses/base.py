@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
@@ -33,7 +34,7 @@ DEFAULT_LOSS = {"mse": 1.0}
 _TERM = re.compile(r"^\s*(?:(?P<weight>[^*\s]+)\s*\*\s*)?(?P<name>[A-Za-z_][\w.-]*)\s*$")
 
 
-class LossTerm(nn.Module):
+class LossTerm(nn.Module, ABC):
     """One term of a training loss; a ``register_losses`` plugin's factory returns one.
 
     Subclasses implement :meth:`forward`; the other methods matter only to terms that train a model of their own
@@ -45,6 +46,7 @@ class LossTerm(nn.Module):
 
     trains_a_model: bool = False
 
+    @abstractmethod
     def forward(self, reconstructions: Tensor, images: Tensor, features: Tensor) -> Tensor:
         """The term's value for a batch.
 
@@ -59,7 +61,6 @@ class LossTerm(nn.Module):
         Shape:
             reconstructions, images: ``(B, 3, H, W)``; features: ``(B, *spec)``.
         """
-        raise NotImplementedError
 
     def after_step(self, reconstructions: Tensor, images: Tensor, features: Tensor) -> dict[str, float]:
         """Train the term's own model on the step's batch, after the decoder's update (nothing by default).
@@ -188,7 +189,8 @@ class TrainingLoss(nn.Module):
         # The weighted sum of the terms that train no model of their own, per step, for the terms' failure checks.
         self.others: deque[float] = deque(maxlen=10_000)
 
-    def _terms(self) -> list[tuple[str, LossTerm]]:
+    def items(self) -> list[tuple[str, LossTerm]]:
+        """The terms by name, in the loss's order."""
         return [(name, cast(LossTerm, term)) for name, term in self.terms.items()]
 
     def forward(self, reconstructions: Tensor, images: Tensor, features: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -197,7 +199,7 @@ class TrainingLoss(nn.Module):
         Shape:
             as :meth:`LossTerm.forward`; returns a scalar and ``{name: scalar}``.
         """
-        values = {name: term(reconstructions, images, features) for name, term in self._terms()}
+        values = {name: term(reconstructions, images, features) for name, term in self.items()}
         total: Tensor | None = None
         for name, value in values.items():
             weighted = value if self.weights[name] == 1 else self.weights[name] * value
@@ -223,12 +225,12 @@ class TrainingLoss(nn.Module):
             raise TrainingFailed(f"loss term {broken[0]} is {values[broken[0]]} (not finite); the run keeps its last "
                                  "checkpoint: resume it with a lower rate, or lower that term's weight")
         logged: dict[str, float] = {}
-        for name, term in self._terms():
+        for name, term in self.items():
             for key, value in term.after_step(reconstructions, images, features).items():
                 logged[f"{name}_{key}"] = value
-        self.others.append(sum(self.weights[name] * values[name] for name, term in self._terms()
+        self.others.append(sum(self.weights[name] * values[name] for name, term in self.items()
                                if not term.trains_a_model))
-        for name, term in self._terms():
+        for name, term in self.items():
             reason = term.failure(self.others)
             if reason is not None:
                 raise TrainingFailed(f"{reason}; the run keeps its last checkpoint (resume it with a lower "
@@ -239,7 +241,7 @@ class TrainingLoss(nn.Module):
         """Every term's :meth:`LossTerm.training_state`: tensors keyed ``NAME.KEY``, the rest by term name."""
         tensors: dict[str, Tensor] = {}
         saved: dict[str, Any] = {}
-        for name, term in self._terms():
+        for name, term in self.items():
             own, rest = term.training_state()
             tensors.update({f"{name}.{key}": value for key, value in own.items()})
             if rest:
@@ -248,7 +250,7 @@ class TrainingLoss(nn.Module):
 
     def load_training_state(self, tensors: Mapping[str, Tensor], saved: Mapping[str, Any]) -> None:
         """Restore what :meth:`training_state` returned."""
-        for name, term in self._terms():
+        for name, term in self.items():
             if term.trains_a_model:
                 prefix = f"{name}."
                 term.load_training_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},

@@ -134,6 +134,10 @@ class _Trainer:
         if config.init and not resuming:
             self._start_from(Path(config.init))
         self.loss = TrainingLoss(config.loss, config.loss_options, self.spec, self.output_size, self.device)
+        if self.processes.world > 1 and any(term.trains_a_model for _, term in self.loss.items()):
+            # Each process would train its own discriminator on its own share of the batch, and stop on its own.
+            raise InvalidOption("loss terms that train a model of their own (adversarial) run in one process only; "
+                                "drop torchrun for this run")
         parameters = list(self.decoder.parameters())
         if config.finetune_encoder:
             self.representation.train()
