@@ -165,7 +165,7 @@ def test_resume_drops_log_lines_after_the_checkpoint_and_a_cut_line(photo_folder
 
 
 def test_epochs_given_alone_override_a_recipes_steps(photo_folder, tmp_path):
-    config = make_config("hog-64", epochs=2.0)
+    config = make_config("hog-64-conv", epochs=2.0)
     assert config.steps is None and config.total_steps(1000) == 125  # 2 x 1000 images / batch 16
     train(_config(photo_folder, steps=2), tmp_path / "run", show_progress=False)
     assert resume(tmp_path / "run", epochs=2.0, show_progress=False).step == 6  # 2 x 12 photos / batch 4
