@@ -35,6 +35,7 @@ __all__ = [
     "load_into",
     "optimizer_to_tensors",
     "optimizer_from_tensors",
+    "under_prefix",
 ]
 
 METADATA_KEY = "repinv"
@@ -237,3 +238,8 @@ def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: Mapping[st
         optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
     except (ValueError, KeyError) as error:
         raise CheckpointError(f"the optimizer state does not match this run's parameters ({error})") from None
+
+
+def under_prefix(tensors: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The tensors whose names start with ``prefix``, named without it (one part of a saved state)."""
+    return {name[len(prefix):]: tensor for name, tensor in tensors.items() if name.startswith(prefix)}

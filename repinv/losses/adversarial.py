@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from repinv.files import optimizer_from_tensors, optimizer_to_tensors
+from repinv.files import optimizer_from_tensors, optimizer_to_tensors, under_prefix
 from repinv.losses.base import LossTerm
 from repinv.options import Option, validate_options
 from repinv.registry.hookspecs import hookimpl
@@ -148,9 +148,11 @@ class AdversarialLoss(LossTerm):
         if len(self.accuracies) < window or len(other_terms) < 2 * window:
             return None
         accuracy = sum(self.accuracies) / window
+        if accuracy < self.options["accuracy"]:
+            return None  # the common case: no need to look at the other terms
         recent = list(other_terms)[-2 * window:]
         before, now = sum(recent[:window]) / window, sum(recent[window:]) / window
-        if accuracy >= self.options["accuracy"] and now > before:
+        if now > before:
             return (f"the discriminator wins outright: {100 * accuracy:.1f}% accuracy over the last {window} steps "
                     f"while the other loss terms rose from {before:.4g} to {now:.4g}")
         return None
@@ -164,8 +166,7 @@ class AdversarialLoss(LossTerm):
 
     def load_training_state(self, tensors: Mapping[str, Tensor], saved: Mapping[str, Any]) -> None:
         assert self.discriminator is not None, "setup() builds the discriminator"
-        prefix = "discriminator."
-        self.discriminator.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        self.discriminator.load_state_dict(under_prefix(tensors, "discriminator."))
         optimizer_from_tensors(self._optimizer(), tensors, saved["optimizer"])
         self.accuracies.extend(saved.get("accuracies", []))
 

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from repinv.errors import InvalidOption, TrainingFailed, UnknownName
+from repinv.files import under_prefix
 from repinv.registry.manager import get_registry
 from repinv.representations.base import FeatureSpec
 
@@ -186,12 +187,13 @@ class TrainingLoss(nn.Module):
                 raise TypeError(f"the factory of loss term {name!r} returned {type(term).__name__}, not a LossTerm")
             term.setup(spec, image_size)
             self.terms[name] = term.to(device)
+        self._ordered = [(name, cast(LossTerm, term)) for name, term in self.terms.items()]
         # The weighted sum of the terms that train no model of their own, per step, for the terms' failure checks.
         self.others: deque[float] = deque(maxlen=10_000)
 
     def items(self) -> list[tuple[str, LossTerm]]:
         """The terms by name, in the loss's order."""
-        return [(name, cast(LossTerm, term)) for name, term in self.terms.items()]
+        return self._ordered
 
     def forward(self, reconstructions: Tensor, images: Tensor, features: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """The total and each term's (unweighted) value.
@@ -252,6 +254,4 @@ class TrainingLoss(nn.Module):
         """Restore what :meth:`training_state` returned."""
         for name, term in self.items():
             if term.trains_a_model:
-                prefix = f"{name}."
-                term.load_training_state({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
-                                         saved.get(name, {}))
+                term.load_training_state(under_prefix(tensors, f"{name}."), saved.get(name, {}))

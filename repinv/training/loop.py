@@ -32,7 +32,7 @@ from repinv.data.features import feature_mode, with_features
 from repinv.data.sources import DataWarning, DecodeWarning, ImageDataset, skip_summary
 from repinv.data.stream import PositionSampler, TrainingSamples
 from repinv.errors import CheckpointError, DataError, InvalidOption, NotDifferentiable, RepinvError
-from repinv.files import load_into, optimizer_from_tensors, optimizer_to_tensors
+from repinv.files import load_into, optimizer_from_tensors, optimizer_to_tensors, under_prefix
 from repinv.inversion.decoder import Inverter
 from repinv.losses.base import TrainingLoss
 from repinv.pictures import write_pairs_grid
@@ -242,16 +242,15 @@ class _Trainer:
     def restore(self) -> None:
         """Continue from the run's resume state."""
         state, tensors = self.folder.read_state(self.device)
-        load_into(self.decoder, {k[8:]: v for k, v in tensors.items() if k.startswith("decoder.")},
+        load_into(self.decoder, under_prefix(tensors, "decoder."),
                   f"decoder state in {self.run}")
         if self.config.finetune_encoder:
-            load_into(self.representation, {k[8:]: v for k, v in tensors.items() if k.startswith("encoder.")},
+            load_into(self.representation, under_prefix(tensors, "encoder."),
                       f"encoder state in {self.run}")
         elif self.saved_encoder:
             load_into(self.representation, self.folder.read_encoder(self.device) or {}, f"encoder in {self.run}")
         optimizer_from_tensors(self.optimizer, tensors, state["optimizer"])
-        self.loss.load_training_state({k[5:]: v for k, v in tensors.items() if k.startswith("loss.")},
-                                      state.get("losses") or {})
+        self.loss.load_training_state(under_prefix(tensors, "loss."), state.get("losses") or {})
         self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
         self.validation = dict(state.get("validation") or {})
         if self.processes.main:
